@@ -1,0 +1,64 @@
+"""``hybridseg segment INPUT --model ID --out DIR``: segmentation + attention maps as files."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "segment", help="segment a volume and write .seg.nrrd, attention maps and a JSON summary",
+        description="Reads NIfTI, NRRD, MHA or a DICOM series folder; writes DIR/STEM.seg.nrrd, "
+                    "DIR/STEM.attention-METHOD.nrrd per method, DIR/STEM.json (and probabilities).")
+    parser.add_argument("input", help="volume file or DICOM series folder")
+    parser.add_argument("--model", required=True, help="model id from `hybridseg models`")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--attention", nargs="+", metavar="METHOD", default=None,
+                        help="attention methods (default: the model's natural method; 'none' for none)")
+    parser.add_argument("--class", dest="target_class", default=None,
+                        help="segment name for class-dependent maps (default: largest predicted structure)")
+    parser.add_argument("--probabilities", action="store_true", help="also write per-class probabilities")
+    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation for uncertainty")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def resolve_methods(card, requested: list[str] | None) -> list[str]:
+    """``None`` -> the natural method; ``["none"]`` -> no maps."""
+    if requested is None:
+        return [card.spec.natural_method]
+    if requested == ["none"]:
+        return []
+    return requested
+
+
+def run(args) -> int:
+    from ..core.cards import get_card
+    from ..core.engine import Segmenter
+    from ..core.io import read_volume, stem_of
+    from ..core.registry import check_method
+    from ..core.results import write_result
+    from .progress import ProgressBar
+
+    card = get_card(args.model, args.catalog)
+    methods = resolve_methods(card, args.attention)
+    for method in methods:
+        check_method(card.spec, method)
+    volume = read_volume(args.input)
+    if args.target_class is not None:
+        card.label_index(args.target_class)
+    with ProgressBar("downloading", enabled=not args.no_progress) as download_bar:
+        segmenter = Segmenter(card, device=args.device, download_progress=download_bar)
+    with ProgressBar(f"segmenting ({card.id})", enabled=not args.no_progress) as bar:
+        result = segmenter.run(volume, attention=methods, target_class=args.target_class, tta=args.tta,
+                               keep_probabilities=args.probabilities, on_progress=bar)
+    for notice in result.notices:
+        logger.warning(notice)
+    summary = write_result(result, args.out, stem_of(args.input), probabilities=args.probabilities)
+    print(json.dumps({"files": summary["files"], "segments": summary["segments"],
+                      "timings": summary["timings"], "device": summary["device"]}, indent=2))
+    return 0

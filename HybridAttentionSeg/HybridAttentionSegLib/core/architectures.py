@@ -141,7 +141,7 @@ register_architecture(
         attention_methods=GENERIC,
         constraints=Constraints(fixed_roi=False, divisor=8, min_size=16),
         gradcam_layer="up_layers.1",
-        tiny_kwargs={"init_filters": 4, "blocks_down": (1, 1, 1, 1), "blocks_up": (1, 1, 1)},
+        tiny_kwargs={"init_filters": 8, "blocks_down": (1, 1, 1, 1), "blocks_up": (1, 1, 1)},
         tiny_roi=(32, 32, 32),
     )
 )

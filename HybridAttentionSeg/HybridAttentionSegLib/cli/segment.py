@@ -40,6 +40,7 @@ def run(args) -> int:
     from ..core.cards import get_card
     from ..core.engine import Segmenter
     from ..core.io import read_volume, stem_of
+    from ..core.preprocess import check_volume
     from ..core.registry import check_method
     from ..core.results import write_result
     from .progress import ProgressBar
@@ -49,6 +50,7 @@ def run(args) -> int:
     for method in methods:
         check_method(card.spec, method)
     volume = read_volume(args.input)
+    check_volume(volume, card.in_channels)  # fail fast, before any weights are loaded
     if args.target_class is not None:
         card.label_index(args.target_class)
     with ProgressBar("downloading", enabled=not args.no_progress) as download_bar:

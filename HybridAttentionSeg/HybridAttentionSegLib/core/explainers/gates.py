@@ -1,4 +1,4 @@
-"""Attention U-Net gate maps: the sigmoid gates of every ``*.attention.psi`` module, combined across levels."""
+"""Attention U-Net gate maps: the sigmoid gates of every ``*.attention.psi`` module, averaged over levels."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ class GatesExplainer(Explainer):
         super().__init__(model, spec, roi_size, target_class)
         self._gate_modules = [(n, m) for n, m in model.named_modules() if n.endswith(GATE_SUFFIX)]
         if not self._gate_modules:
-            message = (f"architecture {spec.name!r} has no attention gates (no module named '*.{GATE_SUFFIX}'); "
-                       "choose another attention method")
+            message = (f"architecture {spec.name!r} has no attention gates (no module named "
+                       f"'*.{GATE_SUFFIX}'); choose another attention method")
             raise UnsupportedMethodError(message)
         self._gates: dict[str, torch.Tensor] = {}
 

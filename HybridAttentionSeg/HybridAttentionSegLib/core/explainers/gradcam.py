@@ -30,7 +30,8 @@ class MaskedScoreHooks(ModelWithHooks):
     """``ModelWithHooks`` with removable hooks and a class score restricted to the predicted mask."""
 
     def __init__(self, model: nn.Module, layer_name: str):
-        super().__init__(model, layer_name, register_forward=False, register_backward=False)  # registers nothing
+        # registers nothing: the hooks are registered below, keeping their handles
+        super().__init__(model, layer_name, register_forward=False, register_backward=False)
         modules = dict(model.named_modules())
         if layer_name not in modules:
             message = f"Grad-CAM target layer {layer_name!r} does not exist in {type(model).__name__}"
@@ -88,6 +89,6 @@ class GradCAMExplainer(Explainer):
                 result = cam(xg, class_idx=int(self.target_class))
             return result.detach().float().clamp_min(0.0)
         finally:
-            for p, flag in zip(params, flags):
+            for p, flag in zip(params, flags, strict=True):
                 p.requires_grad_(flag)
             hooks.remove()

@@ -1,16 +1,16 @@
 """SwinUNETR window-attention maps: attention received per token in every shifted/unshifted window.
 
-For every ``SwinTransformerBlock`` a forward pre-hook records the block's geometry (its input is (B, D, H, W, C):
-feature-map size, effective window/shift sizes from MONAI's ``get_window_size``, padded size), and a forward hook
-on its ``attn.softmax`` (the ``nn.Softmax`` inside ``WindowAttention``) reduces the (B*nW, heads, N, N)
-probabilities **inside the hook** to the attention each key token receives, mean over heads and query rows,
-(B*nW, N); the full tensors (1.36 GiB per 96^3 window at full size) are never kept.
+For every ``SwinTransformerBlock`` a forward pre-hook records the block's geometry (its input is
+(B, D, H, W, C): feature-map size, effective window/shift sizes from MONAI's ``get_window_size``, padded
+size), and a forward hook on its ``attn.softmax`` (the ``nn.Softmax`` inside ``WindowAttention``) reduces
+the (B*nW, heads, N, N) probabilities **inside the hook** to the attention each key token receives, mean over
+heads and query rows, (B*nW, N); the full tensors (1.36 GiB per 96^3 window at full size) are never kept.
 
 ``window_map`` then, per block: multiplies by N (uniform attention = 1), reverses the window partition
 (MONAI's ``window_reverse``), rolls by +shift for shifted blocks, crops the padding and trilinearly upsamples
-to the window. Blocks of one stage (same feature-map size) are averaged, then the stages are averaged with equal
-weight (rollout across Swin stages is ill-defined: windows are local and the resolution changes at each patch
-merging, so a plain mean of the per-stage maps is used).
+to the window. Blocks of one stage (same feature-map size) are averaged, then the stages are averaged
+with equal weight (rollout across Swin stages is ill-defined: windows are local and the resolution changes
+at each patch merging, so a plain mean of the per-stage maps is used).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class WindowAttentionExplainer(Explainer):
             return
         b, d, h, w, _ = x.shape
         window, shift = get_window_size((d, h, w), block.window_size, block.shift_size)
-        padded = tuple(math.ceil(s / ws) * ws for s, ws in zip((d, h, w), window))
+        padded = tuple(math.ceil(s / ws) * ws for s, ws in zip((d, h, w), window, strict=True))
         self._geometry[index] = (b, (d, h, w), tuple(window), tuple(shift), padded)
 
     def _reduce_attention(self, index, _module, _inputs, output):
@@ -78,7 +78,7 @@ class WindowAttentionExplainer(Explainer):
     def _block_map(self, index: int) -> tuple[tuple, torch.Tensor]:
         b, size, window, shift, padded = self._geometry[index]
         received = self._received[index] * math.prod(window)
-        n_windows = math.prod(p // ws for p, ws in zip(padded, window))
+        n_windows = math.prod(p // ws for p, ws in zip(padded, window, strict=True))
         if received.shape != (b * n_windows, math.prod(window)):
             message = f"window attention of shape {tuple(received.shape)} does not match the block geometry"
             raise RuntimeError(message)

@@ -43,7 +43,8 @@ def build_encoder(in_channels: int, channels, norm_name) -> nn.ModuleList:
     """Level 0 at full resolution, level i at stride 2**i (residual conv blocks, stride-2 downsampling)."""
     blocks = [UnetResBlock(3, in_channels, channels[0], kernel_size=3, stride=1, norm_name=norm_name)]
     for i in range(1, len(channels)):
-        blocks.append(UnetResBlock(3, channels[i - 1], channels[i], kernel_size=3, stride=2, norm_name=norm_name))
+        blocks.append(UnetResBlock(3, channels[i - 1], channels[i], kernel_size=3, stride=2,
+                                   norm_name=norm_name))
     return nn.ModuleList(blocks)
 
 
@@ -59,7 +60,7 @@ def build_decoder(bottleneck_channels: int, channels, factor: int, norm_name) ->
 
 def run_decoder(decoder: nn.ModuleList, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
     """Apply ``build_decoder`` blocks with the encoder outputs ``skips`` (full resolution first)."""
-    for block, skip in zip(decoder, reversed(skips)):
+    for block, skip in zip(decoder, reversed(skips), strict=True):
         x = block(x, skip)
     return x
 

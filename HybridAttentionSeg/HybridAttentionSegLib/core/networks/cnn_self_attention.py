@@ -18,8 +18,18 @@ import torch
 from monai.networks.blocks import CrossAttentionBlock, MLPBlock, TransformerBlock, UnetOutBlock, UnetResBlock
 from torch import nn
 
-from ._common import (TOKEN_STRIDE, as_roi, bottleneck_factor, build_decoder, build_encoder, check_divisible,
-                      from_tokens, run_decoder, sincos_encoding, to_tokens)
+from ._common import (
+    TOKEN_STRIDE,
+    as_roi,
+    bottleneck_factor,
+    build_decoder,
+    build_encoder,
+    check_divisible,
+    from_tokens,
+    run_decoder,
+    sincos_encoding,
+    to_tokens,
+)
 
 ATTENTION_TYPES = ("self", "cross")
 
@@ -32,12 +42,13 @@ class CrossAttentionLayer(nn.Module):
     stores ``att_mat`` when built with ``save_attn=True``, so it is reused as is.
     """
 
-    def __init__(self, hidden_size: int, context_size: int, num_heads: int, mlp_dim: int, dropout: float = 0.0):
+    def __init__(self, hidden_size: int, context_size: int, num_heads: int, mlp_dim: int,
+                 dropout: float = 0.0):
         super().__init__()
         self.norm_q = nn.LayerNorm(hidden_size)
         self.norm_kv = nn.LayerNorm(context_size)
-        self.attn = CrossAttentionBlock(hidden_size, num_heads, dropout_rate=dropout, context_input_size=context_size,
-                                        qkv_bias=True, save_attn=True)
+        self.attn = CrossAttentionBlock(hidden_size, num_heads, dropout_rate=dropout,
+                                        context_input_size=context_size, qkv_bias=True, save_attn=True)
         self.norm2 = nn.LayerNorm(hidden_size)
         self.mlp = MLPBlock(hidden_size, mlp_dim, dropout)
         self.kv_grid: tuple[int, int, int] | None = None

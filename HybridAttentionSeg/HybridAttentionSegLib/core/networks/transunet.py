@@ -16,8 +16,17 @@ import torch
 from monai.networks.blocks import TransformerBlock, UnetOutBlock
 from torch import nn
 
-from ._common import (TOKEN_STRIDE, as_roi, bottleneck_factor, build_decoder, build_encoder, check_divisible,
-                      from_tokens, run_decoder, to_tokens)
+from ._common import (
+    TOKEN_STRIDE,
+    as_roi,
+    bottleneck_factor,
+    build_decoder,
+    build_encoder,
+    check_divisible,
+    from_tokens,
+    run_decoder,
+    to_tokens,
+)
 
 
 class TransUNet3D(nn.Module):
@@ -66,8 +75,9 @@ class TransUNet3D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[2:]) != self.roi_size:
-            message = (f"TransUNet3D was built for input size {self.roi_size} (learned position embedding) but got "
-                       f"{tuple(x.shape[2:])}; use roi_size {self.roi_size} for sliding-window inference")
+            message = (f"TransUNet3D was built for input size {self.roi_size} (learned position embedding) "
+                       f"but got {tuple(x.shape[2:])}; use roi_size {self.roi_size} for sliding-window "
+                       "inference")
             raise ValueError(message)
         skips = []
         h = x

@@ -20,7 +20,7 @@ SPECS = list_architectures()
 
 def _volume(roi, seed=0):
     rng = np.random.default_rng(seed)
-    shape = (roi[0] + 6, roi[1], roi[2] - 2 if roi[2] > 32 else roi[2] + 3)
+    shape = (roi[0] + 6, roi[1], roi[2] - 3)  # two windows along I, padding along K
     data = rng.normal(size=shape).astype(np.float32)
     affine = np.diag([-1.1, 0.9, 1.3, 1.0])
     affine[:3, 3] = (10.0, -20.0, 5.0)
@@ -52,10 +52,6 @@ def test_every_method_gives_a_finite_unit_map_on_the_input_grid(segmenter):
         assert heat.min() >= 0.0 and heat.max() <= 1.0, method
     assert calls and calls[-1][0] == calls[-1][1], "progress must end at total"
     assert [d for d, _ in calls] == sorted(d for d, _ in calls), "progress must be monotonic"
-
-
-def test_no_hooks_left_behind(segmenter):
-    segmenter.run(_volume(segmenter.card.roi_size), attention=segmenter.spec.attention_methods)
     for name, module in segmenter.model.named_modules():
         assert not module._forward_hooks, f"forward hook left on {name}"
         assert not module._forward_pre_hooks, f"forward pre-hook left on {name}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def run(args) -> int:
         result = segmenter.run(volume, attention=methods, target_class=args.target_class, tta=args.tta,
                                keep_probabilities=args.probabilities, on_progress=bar)
     for notice in result.notices:
-        logger.warning(notice)
+        print(f"hybridseg: notice: {notice}", file=sys.stderr)
     summary = write_result(result, args.out, stem_of(args.input), probabilities=args.probabilities)
     print(json.dumps({"files": summary["files"], "segments": summary["segments"],
                       "timings": summary["timings"], "device": summary["device"]}, indent=2))

@@ -53,6 +53,8 @@ def read_volume(path: str | os.PathLike) -> Volume:
                 raise InvalidVolumeError(message)
             reader.SetFileNames(files)
             image = reader.Execute()
+        elif path.name.lower().endswith((".nii", ".nii.gz")):
+            return _read_nifti(path)
         else:
             image = sitk.ReadImage(str(path))
     except RuntimeError as err:
@@ -60,6 +62,29 @@ def read_volume(path: str | os.PathLike) -> Volume:
         message = f"cannot read {path.name} ({first}); supported formats: {SUPPORTED}"
         raise InvalidVolumeError(message) from err
     return volume_from_sitk(image, name=stem_of(path))
+
+
+def _read_nifti(path: Path) -> Volume:
+    """NIfTI through nibabel: ITK's NIfTI reader silently turns NaN voxels into 0, hiding bad input."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        data = np.asarray(image.dataobj, dtype=np.float32)
+    except Exception as err:  # nibabel raises several unrelated types for corrupt files
+        message = f"cannot read {path.name} ({type(err).__name__}: {err}); supported formats: {SUPPORTED}"
+        raise InvalidVolumeError(message) from err
+    if data.ndim == 2:
+        message = f"{path.name} is a 2D image; a 3D volume is needed (load the whole series, not one slice)"
+        raise InvalidVolumeError(message)
+    if data.ndim == 5 and data.shape[3] == 1:  # NIfTI vector data is (I, J, K, 1, C)
+        data = data[:, :, :, 0]
+    if data.ndim == 4:
+        data = np.moveaxis(data, 3, 0)
+    elif data.ndim != 3:
+        message = f"{path.name} has shape {data.shape}; a 3D volume (or 4D channels) is needed"
+        raise InvalidVolumeError(message)
+    return Volume(data, image.affine, name=stem_of(path))
 
 
 def volume_from_sitk(image, name: str = "volume") -> Volume:

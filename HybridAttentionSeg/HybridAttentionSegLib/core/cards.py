@@ -117,8 +117,26 @@ class ModelCard:
 
     @property
     def out_channels(self) -> int:
-        """Network output channels: background plus the highest label value."""
+        """Network output channels: ``output.channels`` if given, else background + highest label value."""
+        output = self.data.get("output") or {}
+        if output.get("channels"):
+            return int(output["channels"])
         return max(label["value"] for label in self.labels) + 1
+
+    @property
+    def activation(self) -> str:
+        """``softmax`` (default: channel 0 = background, argmax gives the label) or ``sigmoid``."""
+        return (self.data.get("output") or {}).get("activation", "softmax")
+
+    @property
+    def output_regions(self) -> list[dict]:
+        """Sigmoid models: ``[{"channel", "label"}]`` painted in order (later wins) where p > threshold."""
+        return list((self.data.get("output") or {}).get("regions", []))
+
+    @property
+    def output_threshold(self) -> float:
+        """Sigmoid models: probability threshold of a region."""
+        return float((self.data.get("output") or {}).get("threshold", 0.5))
 
     def label_index(self, name_or_value) -> int:
         """Label value for a segment name (case-insensitive) or a numeric string/int."""
@@ -181,6 +199,10 @@ class ModelCard:
 
     def cached_weights_path(self) -> Path:
         """Where downloaded weights live in the cache."""
+        archive = self.weights.get("archive")
+        if archive:  # the extracted member is kept, the downloaded archive is not
+            name = archive["member"].replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+            return cache_dir() / "weights" / self.id / name
         url = self.weights.get("url") or (self.weights.get("urls") or [""])[0]
         name = url.rsplit("/", 1)[-1].split("?")[0] or "weights.bin"
         return cache_dir() / "weights" / self.id / name

@@ -217,3 +217,18 @@ def test_archive_member_download(payload, cache):
         with pytest.raises(ChecksumError):
             resolve_weights_file(bad)
         assert _leftovers(bad.cached_weights_path().parent) == []
+
+
+def test_engine_downloads_on_first_use(payload, cache):
+    """`Segmenter(card)` (what `hybridseg segment` builds) downloads missing weights once, then reuses."""
+    from HybridAttentionSegLib.core.engine import Segmenter
+
+    state, data = payload
+    with http_server({"model.pt": data}) as server:
+        card = _card(url=server.url("files/model.pt"), sha256=sha256(data))
+        seen = []
+        first = Segmenter(card, device="cpu", download_progress=lambda d, t: seen.append((d, t)))
+        assert seen and seen[-1] == (len(data), len(data))
+        assert all(torch.equal(first.model.state_dict()[k], v) for k, v in state.items())
+        Segmenter(card, device="cpu")
+        assert server.hits["/files/model.pt"] == 1

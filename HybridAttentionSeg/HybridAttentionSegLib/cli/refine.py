@@ -1,0 +1,180 @@
+"""``hybridseg refine INPUT --seg SEG.seg.nrrd --probabilities PROB.nrrd --click=R,A,S,LABEL ... --out OUT``.
+
+Headless correction of a segmentation: optional per-segment thresholds on the probability map, then clicks
+(RAS millimetres; LABEL is a segment name, segment ID, label value or ``background``), replayed in the order
+given (pass all clicks so far each time). The output is on the segmentation's grid with the same segment
+names, colours, label values and terminology.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+logger = logging.getLogger(__name__)
+
+BACKGROUND_NAMES = ("background", "bg", "0")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "refine", help="correct a segmentation with clicks and thresholds (writes a new .seg.nrrd)",
+        description="Applies per-segment probability thresholds (--threshold), then clicks (--click, "
+                    "replayed in order; each changes one connected region within --radius-mm of it), and "
+                    "writes the corrected segmentation on the same grid, keeping segment names, colours and "
+                    "values.")
+    parser.add_argument("input", help="the image the segmentation was made from (file or DICOM folder)")
+    parser.add_argument("--seg", required=True,
+                        help="segmentation to correct (.seg.nrrd from `hybridseg segment`)")
+    parser.add_argument("--probabilities", default=None,
+                        help="per-class probabilities (STEM.probabilities.nrrd from `segment "
+                             "--probabilities`); needed for --threshold, recommended for clicks")
+    parser.add_argument("--click", action="append", default=[], metavar="R,A,S,LABEL",
+                        help="a click at RAS mm: LABEL is a segment name, ID or value, or 'background'; "
+                             "repeatable; write --click=R,A,S,LABEL when R is negative "
+                             "(e.g. --click=-12,4,30,Liver)")
+    parser.add_argument("--threshold", action="append", default=[], metavar="SEGMENT=T",
+                        help="re-derive SEGMENT as probability >= T (applied before the clicks); repeatable")
+    parser.add_argument("--out", required=True, help="output .seg.nrrd")
+    parser.add_argument("--radius-mm", type=float, default=20.0, help="largest distance a click reaches (mm)")
+    parser.add_argument("--tolerance", type=float, default=2.5,
+                        help="intensity tolerance of a click, in robust standard deviations of the class")
+    parser.set_defaults(func=run)
+
+
+def segment_labels(segments: list[dict]) -> list[dict]:
+    """Segments read from a .seg.nrrd -> label dicts for ``write_segmentation_nrrd`` (terminology kept)."""
+    labels = []
+    for segment in segments:
+        label = {"value": segment["value"], "name": segment["name"], "color": segment["color"]}
+        terminology = terminology_from_tags(segment.get("tags", ""))
+        if terminology:
+            label["terminology"] = terminology
+        labels.append(label)
+    return labels
+
+
+def terminology_from_tags(tags: str) -> dict | None:
+    """Parse a Slicer ``TerminologyEntry`` tag back into the card's terminology dict (None if absent)."""
+    for tag in str(tags).split("|"):
+        if not tag.startswith("TerminologyEntry:"):
+            continue
+        parts = tag[len("TerminologyEntry:"):].split("~")
+        if len(parts) < 6:
+            return None
+        keys = {1: "category", 2: "type", 3: "modifier", 5: "region"}
+        out = {}
+        for index, key in keys.items():
+            fields = parts[index].split("^")
+            if len(fields) == 3 and fields[1]:
+                out[key] = {"scheme": fields[0], "code": fields[1], "meaning": fields[2]}
+        return out or None
+    return None
+
+
+def resolve_label(text: str, segments: list[dict]) -> int:
+    """Label value for a click's LABEL: ``background``, a segment name or ID (case-insensitive) or a value."""
+    from ..core.names import unknown_name_error
+
+    key = text.strip().lower()
+    if key in BACKGROUND_NAMES:
+        return 0
+    for segment in segments:
+        if key in (segment["name"].lower(), str(segment["id"]).lower(), str(segment["value"])):
+            return int(segment["value"])
+    raise unknown_name_error("click label", text.strip(), ["background"] + [s["name"] for s in segments])
+
+
+def parse_click(text: str, segments: list[dict]) -> tuple[tuple[float, float, float], int]:
+    """``"R,A,S,LABEL"`` -> ((r, a, s), label value)."""
+    from ..core.errors import UserInputError
+
+    parts = text.split(",", 3)
+    try:
+        if len(parts) != 4:
+            raise ValueError(text)
+        ras = tuple(float(p) for p in parts[:3])
+    except ValueError as err:
+        message = f"--click {text!r} should be R,A,S,LABEL (RAS millimetres and a segment name or background)"
+        raise UserInputError(message) from err
+    return ras, resolve_label(parts[3], segments)
+
+
+def parse_threshold(text: str, segments: list[dict]) -> tuple[int, float]:
+    """``"SEGMENT=T"`` -> (label value, threshold in [0, 1])."""
+    from ..core.errors import UserInputError
+
+    name, _, value = text.rpartition("=")
+    try:
+        threshold = float(value)
+        if not name or not 0.0 <= threshold <= 1.0:
+            raise ValueError(text)
+    except ValueError as err:
+        message = f"--threshold {text!r} should be SEGMENT=T with T between 0 and 1 (e.g. 'Gray matter=0.4')"
+        raise UserInputError(message) from err
+    label = resolve_label(name, segments)
+    if label == 0:
+        message = f"--threshold {text!r} names the background; threshold a segment instead"
+        raise UserInputError(message)
+    return label, threshold
+
+
+def load_inputs(image_path, seg_path, probabilities_path):
+    """Read the image, segmentation and probabilities and check that they share one grid."""
+    from ..core.errors import UserInputError
+    from ..core.io import read_segmentation_nrrd, read_volume
+    from ..core.volume import same_grid
+
+    volume = read_volume(image_path)
+    labelmap, affine, segments = read_segmentation_nrrd(seg_path)
+    if not same_grid(volume.affine, affine, volume.shape, labelmap.shape):
+        message = (f"segmentation {seg_path} is not on the grid of {image_path} (shape {labelmap.shape} vs "
+                   f"{volume.shape}); give the image the segmentation was made from")
+        raise UserInputError(message)
+    probabilities = None
+    if probabilities_path:
+        probability_volume = read_volume(probabilities_path)
+        if not same_grid(probability_volume.affine, affine, probability_volume.shape, labelmap.shape):
+            message = (f"probabilities {probabilities_path} are not on the segmentation's grid; give the "
+                       "probabilities written together with this segmentation")
+            raise UserInputError(message)
+        probabilities = probability_volume.data
+    if volume.channels > 1:
+        logger.info("the image has %d channels; clicks use the first", volume.channels)
+    return volume, labelmap, affine, segments, probabilities
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from ..core.errors import UserInputError
+    from ..core.io import write_segmentation_nrrd
+    from ..core.refine import apply_clicks, click_from_ras, threshold_segment
+    from ..core.volume import spacing_of
+
+    volume, labelmap, affine, segments, probabilities = load_inputs(args.input, args.seg, args.probabilities)
+    thresholds = [parse_threshold(t, segments) for t in args.threshold]
+    parsed = [parse_click(c, segments) for c in args.click]
+    clicks = [click_from_ras(affine, ras, value, labelmap.shape) for ras, value in parsed]
+    if thresholds and probabilities is None:
+        message = "--threshold needs --probabilities (write them with `hybridseg segment --probabilities`)"
+        raise UserInputError(message)
+    for value, threshold in thresholds:
+        labelmap = threshold_segment(labelmap, probabilities, value, threshold)
+    report: list[dict] = []
+    labelmap = apply_clicks(volume.data[0], labelmap, probabilities, clicks, spacing_of(affine),
+                            radius_mm=args.radius_mm, tolerance=args.tolerance, report=report)
+    out = write_segmentation_nrrd(args.out, labelmap, affine, segment_labels(segments))
+    names = {s["value"]: s["name"] for s in segments}
+    counts = np.bincount(labelmap.ravel(), minlength=256)
+    for entry, (ras, _) in zip(report, parsed, strict=False):
+        entry["ras"] = list(ras)
+        entry["label"] = names.get(entry["value"], "background")
+    print(json.dumps({
+        "segmentation": str(out),
+        "thresholds": [{"segment": names[v], "threshold": t} for v, t in thresholds],
+        "clicks": report,
+        "segments": [{"name": s["name"], "value": s["value"], "voxels": int(counts[s["value"]])}
+                     for s in segments],
+    }, indent=2))
+    return 0

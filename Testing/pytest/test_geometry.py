@@ -65,3 +65,24 @@ def test_no_resampling_when_spacing_matches():
     volume = sphere_volume((40, 40, 40), np.eye(3), (1.5, 1.5, 1.5), (0.0, 0.0, 0.0), 12.0)
     result = _segment(volume)
     np.testing.assert_array_equal(result.labelmap == 1, volume.data[0] > 0.5)
+
+
+def test_sigmoid_region_card_paints_regions_in_order():
+    """Region-based (sigmoid, BraTS-style) cards: nested regions painted in card order, no background channel."""
+    import torch
+
+    from HybridAttentionSegLib.core.engine import decide
+
+    data = card_dict("attention_unet", roi=(32, 32, 32))
+    data["labels"] = data["labels"] + [{"value": 3, "name": "Core", "color": [1, 0, 0]}]
+    data["output"] = {"activation": "sigmoid", "channels": 2, "threshold": 0.5,
+                      "regions": [{"channel": 0, "label": 2}, {"channel": 1, "label": 3}]}
+    card = ModelCard.from_dict(data)
+    outer = torch.zeros(10, 10, 10)
+    outer[2:8, 2:8, 2:8] = 0.9
+    inner = torch.zeros(10, 10, 10)
+    inner[4:6, 4:6, 4:6] = 0.8
+    labelmap = decide(card, torch.stack([outer, inner]))
+    assert int((labelmap == 3).sum()) == 8
+    assert int((labelmap == 2).sum()) == 6 ** 3 - 8
+    assert int((labelmap == 0).sum()) == 1000 - 6 ** 3

@@ -9,39 +9,7 @@ from __future__ import annotations
 
 import sys
 
-
-class ByteProgress:
-    """``progress(done_bytes, total_bytes)`` drawing a tqdm bar in bytes on stderr."""
-
-    def __init__(self, description: str, enabled: bool = True):
-        self.description = description
-        self.enabled = enabled and sys.stderr is not None
-        self._bar = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if self._bar is None:
-            from tqdm import tqdm
-
-            self._bar = tqdm(
-                total=total or None,
-                desc=self.description,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                file=sys.stderr,
-                leave=False,
-                dynamic_ncols=True,
-            )
-        if total and self._bar.total != total:
-            self._bar.total = total
-        self._bar.update(done - self._bar.n)  # tqdm throttles redraws (mininterval)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+from .progress import ProgressBar
 
 
 def add_parser(subparsers) -> None:
@@ -72,7 +40,7 @@ def run(args) -> int:
     else:
         raise UserInputError("name the model(s) to download (see `hybridseg models`) or pass --all")
     for card in cards:
-        bar = ByteProgress(card.id, enabled=not args.no_progress)
+        bar = ProgressBar(card.id, enabled=not args.no_progress, unit="B")
         try:
             path = resolve_weights_file(card, download=True, progress=bar, verify=True, force=args.force)
         finally:

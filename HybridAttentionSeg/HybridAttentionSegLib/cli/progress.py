@@ -1,4 +1,4 @@
-"""A progress bar on stderr for long CLI runs (tqdm), adapted to the engine's callback."""
+"""A progress bar on stderr for long CLI runs (tqdm), adapted to the core's ``(done, total)`` callbacks."""
 
 from __future__ import annotations
 
@@ -6,25 +6,33 @@ import sys
 
 
 class ProgressBar:
-    """Callable ``(done, total)`` that drives a tqdm bar on stderr; close() when finished."""
+    """Callable ``(done, total)`` that drives a tqdm bar on stderr; ``close()`` (or ``with``) when finished.
 
-    def __init__(self, description: str, enabled: bool = True):
+    Args:
+        description: bar label.
+        enabled: False draws nothing.
+        unit: ``"win"`` for sliding windows, ``"B"`` for bytes (scaled to KiB/MiB).
+    """
+
+    def __init__(self, description: str, enabled: bool = True, unit: str = "win"):
         self.description = description
         self.enabled = enabled and sys.stderr is not None
+        self.unit = unit
         self._bar = None
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled:
             return
-        if self._bar is None or self._bar.total != total:
+        if self._bar is None:
             from tqdm import tqdm
 
-            if self._bar is not None:
-                self._bar.close()
-            self._bar = tqdm(total=total, desc=self.description, unit="win", file=sys.stderr,
-                             leave=False, dynamic_ncols=True)
-        self._bar.n = done
-        self._bar.refresh()
+            scaled = self.unit == "B"
+            self._bar = tqdm(total=total or None, desc=self.description, unit=self.unit, unit_scale=scaled,
+                             unit_divisor=1024 if scaled else 1000, file=sys.stderr, leave=False,
+                             dynamic_ncols=True)
+        if total and self._bar.total != total:
+            self._bar.total = total
+        self._bar.update(done - self._bar.n)  # tqdm throttles redraws (mininterval)
 
     def close(self) -> None:
         if self._bar is not None:

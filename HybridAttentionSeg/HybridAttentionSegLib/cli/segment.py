@@ -54,7 +54,7 @@ def run(args) -> int:
     check_volume(volume, card.in_channels)  # fail fast, before any weights are loaded
     if args.target_class is not None:
         card.label_index(args.target_class)
-    with ProgressBar("downloading", enabled=not args.no_progress) as download_bar:
+    with ProgressBar("downloading weights", enabled=not args.no_progress, unit="B") as download_bar:
         segmenter = Segmenter(card, device=args.device, download_progress=download_bar)
     with ProgressBar(f"segmenting ({card.id})", enabled=not args.no_progress) as bar:
         result = segmenter.run(volume, attention=methods, target_class=args.target_class, tta=args.tta,

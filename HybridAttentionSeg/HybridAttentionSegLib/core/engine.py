@@ -76,7 +76,7 @@ def build_model(card: ModelCard) -> torch.nn.Module:
 def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
     """Number of sliding windows MONAI will run for ``shape`` (same scan rule as MONAI)."""
     total = 1
-    for size, r in zip(shape, roi):
+    for size, r in zip(shape, roi, strict=True):
         if size <= r:
             continue
         interval = max(int(r * (1 - overlap)), 1)
@@ -96,10 +96,33 @@ def normalise_map(volume: np.ndarray) -> np.ndarray:
     return np.clip(volume / top, 0.0, 1.0).astype(np.float32)
 
 
-def entropy_map(probabilities: torch.Tensor) -> torch.Tensor:
-    """Normalised softmax entropy (N, D, H, W) -> (D, H, W) in [0, 1]."""
-    p = probabilities.clamp_min(1e-8)
+def entropy_map(probabilities: torch.Tensor, activation: str = "softmax") -> torch.Tensor:
+    """Normalised entropy (N, D, H, W) -> (D, H, W) in [0, 1].
+
+    Softmax: entropy of the class distribution / log(N). Sigmoid (independent regions): mean binary entropy / log 2.
+    """
+    p = probabilities.clamp(1e-8, 1 - 1e-8)
+    if activation == "sigmoid":
+        binary = -(p * p.log() + (1 - p) * (1 - p).log()) / math.log(2)
+        return binary.mean(0).clamp(0, 1)
     return (-(p * p.log()).sum(0) / math.log(p.shape[0])).clamp(0, 1)
+
+
+def activate(card: ModelCard, logits: torch.Tensor) -> torch.Tensor:
+    """Logits (1, N, ...) -> probabilities (N, ...): softmax, or sigmoid for region-based cards (BraTS)."""
+    if card.activation == "sigmoid":
+        return torch.sigmoid(logits.float())[0]
+    return torch.softmax(logits.float(), dim=1)[0]
+
+
+def decide(card: ModelCard, probabilities: torch.Tensor) -> torch.Tensor:
+    """Probabilities (N, ...) -> uint8 labelmap: argmax (softmax) or regions painted in card order (sigmoid)."""
+    if card.activation != "sigmoid":
+        return probabilities.argmax(0).to(torch.uint8)
+    labelmap = torch.zeros(probabilities.shape[1:], dtype=torch.uint8)
+    for region in card.output_regions:
+        labelmap[probabilities[region["channel"]] > card.output_threshold] = int(region["label"])
+    return labelmap
 
 
 class Segmenter:
@@ -168,7 +191,7 @@ class Segmenter:
 
         t1 = time.perf_counter()
         logits, maps = self._infer(prepared.tensor, first_pass, None, progress, should_cancel)
-        probabilities = torch.softmax(logits.float(), dim=1)[0]
+        probabilities = activate(card, logits)
         timings["inference_s"] = time.perf_counter() - t1
 
         if needs_class:
@@ -182,13 +205,13 @@ class Segmenter:
             target = self._largest_structure(probabilities, notices)
 
         if "uncertainty" in methods:
-            maps["uncertainty"] = entropy_map(probabilities)[None, None]
+            maps["uncertainty"] = entropy_map(probabilities, card.activation)[None, None]
             if tta:
                 maps["uncertainty"] = self._tta_uncertainty(prepared, probabilities, progress, should_cancel)
 
         t3 = time.perf_counter()
         back = prepared.to_input_grid(probabilities)
-        labelmap = back.argmax(0).numpy().astype(np.uint8)
+        labelmap = decide(card, back).numpy()
         result_maps = {}
         for method in methods:
             result_maps[method] = normalise_map(prepared.to_input_grid(maps[method][0].float())[0].numpy())
@@ -246,14 +269,13 @@ class Segmenter:
             logger.warning("non-finite logits under mixed precision; re-running in float32")
             self.amp = False
             return self._infer(tensor, methods, target, progress, should_cancel)
-        maps = {m: o.detach().float().cpu() for m, o in zip(methods, outputs[1:])}
+        maps = {m: o.detach().float().cpu() for m, o in zip(methods, outputs[1:], strict=True)}
         return logits.detach().float().cpu(), maps
 
     def _largest_structure(self, probabilities: torch.Tensor, notices: list[str]) -> int:
-        labels = self.card.labels
-        counts = torch.bincount(probabilities.argmax(0).ravel(), minlength=probabilities.shape[0])
-        values = [label["value"] for label in labels]
-        best = max(values, key=lambda v: int(counts[v]) if v < len(counts) else 0)
+        values = [label["value"] for label in self.card.labels]
+        counts = torch.bincount(decide(self.card, probabilities).ravel().long(), minlength=256)
+        best = max(values, key=lambda v: int(counts[v]))
         if int(counts[best]) == 0:
             notices.append(f"no structure predicted; class-dependent maps use {self.card.label_name(best)!r}")
         return best
@@ -265,16 +287,17 @@ class Segmenter:
         for axis in (2, 3, 4):
             flipped = prepared.tensor.flip(axis)
             logits, _ = self._infer(flipped, [], None, progress, should_cancel)
-            stack.append(torch.softmax(logits, 1)[0].flip(axis - 1))
+            stack.append(activate(self.card, logits).flip(axis - 1))
         probs = torch.stack(stack)
-        variance = probs.var(0).mean(0)
-        return ((entropy_map(probs.mean(0)) + variance / 0.25).clamp(0, 1) / 2)[None, None]
+        variance = probs.var(0).mean(0)  # a probability's variance is at most 0.25
+        return ((entropy_map(probs.mean(0), self.card.activation) + variance / 0.25).clamp(0, 1) / 2)[None, None]
 
     def _empty_result(self, volume: Volume, methods, notices, timings, t0) -> SegmentationResult:
         shape = volume.shape
         n = self.card.out_channels
         probabilities = np.zeros((n, *shape), np.float32)
-        probabilities[0] = 1.0
+        if self.card.activation != "sigmoid":
+            probabilities[0] = 1.0
         timings["total_s"] = time.perf_counter() - t0
         return SegmentationResult(
             labelmap=np.zeros(shape, np.uint8), probabilities=probabilities,

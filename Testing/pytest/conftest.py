@@ -28,3 +28,40 @@ def headless_app():
     app = HeadlessSlicer()
     yield app
     app.scene.Clear(True)
+
+
+# --- worker / Logic fixtures (module engineer) ------------------------------------------------------------
+#: tiny random-weight Attention U-Net used by the worker and Logic tests (real weights file, real worker)
+TINY_MODEL_KWARGS = {"channels": (4, 8, 16, 32), "strides": (2, 2, 2)}
+
+
+@pytest.fixture(scope="session")
+def tiny_catalog(tmp_path_factory):
+    """Card files of tiny random-weight models (safetensors, sha256 in the card): ``{model id: card path}``.
+
+    ``tiny-gates`` resamples to 4 mm (a few windows: fast); ``tiny-gates-fine`` to 1 mm (hundreds of windows:
+    long enough to cancel mid-run).
+    """
+    pytest.importorskip("torch")
+    from synthetic import write_random_weights_card
+
+    folder = tmp_path_factory.mktemp("catalog")
+    cards = {}
+    for model_id, spacing in (("tiny-gates", 4.0), ("tiny-gates-fine", 1.0)):
+        path = write_random_weights_card(folder, "attention_unet", TINY_MODEL_KWARGS, (32, 32, 32),
+                                         model_id=model_id, spacing=(spacing,) * 3)
+        cards[model_id] = str(path)
+    return cards
+
+
+@pytest.fixture(scope="session")
+def mni_file(tmp_path_factory):
+    """The MNI152 2 mm T1 template (nilearn's copy, see ``core.data.mni``) written as a NIfTI file."""
+    pytest.importorskip("nilearn")
+    import nibabel as nib
+    from HybridAttentionSegLib.core.data.mni import load_template
+
+    volume = load_template(2)
+    path = tmp_path_factory.mktemp("mni") / "MNI152_T1_2mm.nii.gz"
+    nib.save(nib.Nifti1Image(volume.data[0], volume.affine), str(path))
+    return path

@@ -33,7 +33,8 @@ def run(args) -> int:
     print(f"model {report['model']}  shape {report['shape']}  device {report['device_name']} "
           f"({report['threads']} threads)  roi {report['roi']}")
     print(f"  ours            {report['ours_s']:8.3f} s   peak {report['ours_peak_mib']:8.1f} MiB")
-    print(f"  MONAI reference {report['monai_reference_s']:8.3f} s   peak {report['monai_reference_peak_mib']:8.1f} MiB")
+    print(f"  MONAI reference {report['monai_reference_s']:8.3f} s   "
+          f"peak {report['monai_reference_peak_mib']:8.1f} MiB")
     print(f"  speed-up (MONAI / ours) {report['speedup_vs_monai']:.2f}x   label agreement "
           f"{report['label_agreement']}")
     return 0

@@ -129,7 +129,8 @@ def prepare(volume: Volume, orientation: str | None, spacing, intensity: dict) -
     if spacing is not None:
         current = spacing_of(affine)
         target = np.asarray(spacing, dtype=np.float64)
-        new_shape = tuple(max(1, int(round(s * c / t))) for s, c, t in zip(oriented_shape, current, target, strict=True))
+        new_shape = tuple(max(1, int(round(s * c / t)))
+                          for s, c, t in zip(oriented_shape, current, target, strict=True))
         if new_shape != oriented_shape:
             tensor = F.interpolate(tensor, size=new_shape, mode="trilinear", align_corners=False)
             scale = np.array(oriented_shape, float) / np.array(new_shape, float)

@@ -171,3 +171,21 @@ def heldout_mask(shape, resolution: int) -> np.ndarray:
 def training_mask(shape, resolution: int) -> np.ndarray:
     """(I, J, K) bool: the voxels training may see (everything outside the held-out slab)."""
     return ~heldout_mask(shape, resolution)
+
+
+def perturbed_template(resolution: int = 2) -> Volume:
+    """The template with a fixed contrast perturbation, to check models beyond the exact template.
+
+    Inside the head (nonzero voxels): ``250 * x ** 0.8 * exp(0.15 u + 0.10 v - 0.12 w + 0.08 u w)
+    + N(0, 0.02 * 250)``, with (u, v, w) the voxel position scaled to [-1, 1] along I, J, K (a smooth bias field
+    of about x0.7 to x1.4 over the brain), noise from ``numpy.random.default_rng(0)``; zeros stay 0.
+    """
+    resolution = _check_resolution(resolution)
+    data, affine = _template_arrays(resolution)
+    u, v, w = np.meshgrid(*[np.linspace(-1.0, 1.0, s, dtype=np.float32) for s in data.shape], indexing="ij")
+    bias = np.exp(0.15 * u + 0.10 * v - 0.12 * w + 0.08 * u * w)
+    noise = np.random.default_rng(0).normal(0.0, 0.02, data.shape).astype(np.float32)
+    perturbed = np.maximum(data, 0.0) ** 0.8 * bias + noise
+    perturbed = np.where(data != 0, 250.0 * perturbed, 0.0).astype(np.float32)
+    meta = {"source": "core.data.mni.perturbed_template", "resolution_mm": resolution}
+    return Volume(perturbed[None], affine.copy(), f"MNI152 T1 {resolution}mm (perturbed)", meta)

@@ -300,8 +300,11 @@ class HybridAttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         """Reload the Lib modules too (developer mode), then the module itself."""
         if self.logic is not None:
             self.logic.shutdown()
-        for name in sorted((n for n in sys.modules if n.startswith("HybridAttentionSegLib.")), reverse=True):
-            importlib.reload(sys.modules[name])
+        # the Slicer-side files only, dependencies first; the core runs in the worker, which restarts anyway
+        for name in ("worker_client", "model_info", "install", "rendering", "mrml_outputs", "logic", "parameters"):
+            module = sys.modules.get(f"HybridAttentionSegLib.{name}")
+            if module is not None:
+                importlib.reload(module)
         super().onReload()
 
 

@@ -186,7 +186,7 @@ def render_models(runs: list[ModelRun], input_path: Path, out_dir: Path, size: i
     scene = app.scene
     views = {o: rendering.OffscreenSliceView(scene, app.appLogic, rendering.SLICE_VIEW_NAMES[o], o, (size, size))
              for o in ORIENTATIONS}
-    three_d = rendering.OffscreenThreeDView(scene, app.appLogic, "1", (size, size))
+    three_d = rendering.OffscreenThreeDView(scene, app.appLogic, size=(size, size))
     try:
         background = app.loadVolume(input_path, "T1")
         color_table = rendering.addPerceptualColorTable(scene, "Inferno")

@@ -39,8 +39,10 @@ THREED_DISPLAYABLE_MANAGERS = (
     "vtkMRMLViewDisplayableManager",
     "vtkMRMLSegmentationsDisplayableManager3D",
 )
-#: slice orientations and their conventional Slicer view names
-SLICE_VIEW_NAMES = {"Axial": "Red", "Sagittal": "Yellow", "Coronal": "Green"}
+#: default layout names of the offscreen views: distinct from the application's Red/Yellow/Green/1 views, so
+#: that inside Slicer an offscreen view never shares (and changes) the slice composite node of a real view
+SLICE_VIEW_NAMES = {"Axial": "OffscreenAxial", "Sagittal": "OffscreenSagittal", "Coronal": "OffscreenCoronal"}
+THREED_VIEW_NAME = "Offscreen3D"
 
 
 def _registerDisplayableManagers(factory, appLogic, names) -> None:
@@ -48,6 +50,17 @@ def _registerDisplayableManagers(factory, appLogic, names) -> None:
     for name in names:
         if not factory.IsDisplayableManagerRegistered(name):
             factory.RegisterDisplayableManager(name)
+
+
+def _nodeIDs(scene) -> set[str]:
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
+def _removeNodes(scene, nodeIDs) -> None:
+    for nodeID in nodeIDs:
+        node = scene.GetNodeByID(nodeID)
+        if node is not None:
+            scene.RemoveNode(node)
 
 
 def _offscreenWindow(size, layers: int) -> vtk.vtkRenderWindow:
@@ -93,12 +106,15 @@ class OffscreenSliceView:
     Args:
         scene: the MRML scene.
         appLogic: the MRML application logic (``HeadlessSlicer.appLogic`` or ``slicer.app.applicationLogic()``).
-        name: slice node layout name ("Red", "Yellow", "Green", or any other unique name).
+        name: slice node layout name (default ``SLICE_VIEW_NAMES[orientation]``); inside Slicer, never the
+            name of a real view ("Red"...), whose composite node it would share.
         orientation: "Axial", "Sagittal" or "Coronal".
         size: (width, height) in pixels.
     """
 
-    def __init__(self, scene, appLogic, name: str = "Red", orientation: str = "Axial", size=(384, 384)):
+    def __init__(self, scene, appLogic, name: str | None = None, orientation: str = "Axial", size=(384, 384)):
+        name = name or SLICE_VIEW_NAMES.get(orientation, f"Offscreen{orientation}")
+        existing = _nodeIDs(scene)
         self.scene = scene
         self.appLogic = appLogic
         self.imageRenderer = vtk.vtkRenderer()
@@ -137,6 +153,8 @@ class OffscreenSliceView:
         self.imageActor.GetProperty().SetDisplayLocationToBackground()
         self.imageRenderer.AddViewProp(self.imageActor)
         self.resize(size)
+        #: nodes this view added (slice, composite, slice model/display/transform): removed by close()
+        self.ownNodeIDs = _nodeIDs(scene) - existing
 
     # -------------------------------------------------------------------------------------------
     def setLayers(self, background=None, foreground=None, foregroundOpacity: float = 0.5, label=None) -> None:
@@ -197,11 +215,12 @@ class OffscreenSliceView:
         return writeWindowPNG(self.window, path)
 
     def close(self) -> None:
-        """Release the OpenGL context and unregister the slice logic from the application logic."""
+        """Release the OpenGL context, unregister the slice logic and remove the nodes this view added."""
         self.displayableManagers.SetMRMLDisplayableNode(None)
         self.imageMapper.SetInputConnection(None)
         self.appLogic.GetSliceLogics().RemoveItem(self.logic)
         self.logic.SetMRMLScene(None)
+        _removeNodes(self.scene, self.ownNodeIDs)
         self.window.Finalize()
 
 
@@ -211,11 +230,12 @@ class OffscreenThreeDView:
     Args:
         scene: the MRML scene.
         appLogic: the MRML application logic.
-        name: view node layout name.
+        name: view node layout name (inside Slicer, never the name of a real view such as "1").
         size: (width, height) in pixels.
     """
 
-    def __init__(self, scene, appLogic, name: str = "1", size=(384, 384)):
+    def __init__(self, scene, appLogic, name: str = THREED_VIEW_NAME, size=(384, 384)):
+        existing = _nodeIDs(scene)
         self.scene = scene
         self.renderer = vtk.vtkRenderer()
         self.window = _offscreenWindow(size, 2)
@@ -226,13 +246,15 @@ class OffscreenThreeDView:
         _registerDisplayableManagers(factory, appLogic, THREED_DISPLAYABLE_MANAGERS)
         self.displayableManagers = slicer.vtkMRMLDisplayableManagerGroup()
         self.displayableManagers.Initialize(factory, self.renderer)
-        self.viewNode = scene.AddNewNodeByClass("vtkMRMLViewNode", f"View{name}")
+        self.viewNode = scene.AddNewNodeByClass("vtkMRMLViewNode", name)
         self.viewNode.SetLayoutName(name)
         self.viewNode.SetBoxVisible(False)
         self.viewNode.SetAxisLabelsVisible(False)
         self.viewNode.SetBackgroundColor(0.0, 0.0, 0.0)
         self.viewNode.SetBackgroundColor2(0.0, 0.0, 0.0)
         self.displayableManagers.SetMRMLDisplayableNode(self.viewNode)
+        #: nodes this view added (view node, camera): removed by close()
+        self.ownNodeIDs = _nodeIDs(scene) - existing
 
     def resetCamera(self, direction=(-1.0, 1.0, 0.6), viewUp=(0.0, 0.0, 1.0)) -> None:
         """Look at the scene's visible props from ``direction`` (RAS, from the focal point to the camera)."""
@@ -263,10 +285,9 @@ class OffscreenThreeDView:
         return writeWindowPNG(self.window, path)
 
     def close(self) -> None:
-        """Release the OpenGL context and remove the view node."""
+        """Release the OpenGL context and remove the nodes this view added."""
         self.displayableManagers.SetMRMLDisplayableNode(None)
-        if self.viewNode.GetScene() is not None:
-            self.scene.RemoveNode(self.viewNode)
+        _removeNodes(self.scene, self.ownNodeIDs)
         self.window.Finalize()
 
 

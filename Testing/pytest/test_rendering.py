@@ -161,7 +161,7 @@ def test_three_d_view_shows_segmentation_surface(brain_scene, tmp_path):
     from PIL import Image
 
     app, nodes = brain_scene
-    view = rendering.OffscreenThreeDView(app.scene, app.appLogic, "1", (SIZE, SIZE))
+    view = rendering.OffscreenThreeDView(app.scene, app.appLogic, size=(SIZE, SIZE))
     try:
         empty = view.capture()
         rendering.showSegmentation(nodes["seg"], fillOpacity=0.4, outline=True, surface=True)
@@ -175,3 +175,21 @@ def test_three_d_view_shows_segmentation_surface(brain_scene, tmp_path):
         assert not (empty.astype(int).max(axis=2) > 30).any(), "nothing is drawn before the surface is shown"
     finally:
         view.close()
+
+
+def test_views_leave_no_nodes_and_do_not_touch_application_views(headless_app):
+    """Offscreen views use their own slice/composite nodes (not "Red"...) and remove what they added."""
+    scene = headless_app.scene
+    slice_logics = headless_app.appLogic.GetSliceLogics()
+    before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+    slice_view = rendering.OffscreenSliceView(scene, headless_app.appLogic, orientation="Sagittal")
+    three_d = rendering.OffscreenThreeDView(scene, headless_app.appLogic)
+    assert slice_view.sliceNode.GetLayoutName() not in ("Red", "Yellow", "Green")
+    assert three_d.viewNode.GetLayoutName() != "1"
+    assert slice_view.sliceNode.GetOrientation() == "Sagittal"
+    assert slice_logics.GetNumberOfItems() == 1
+    slice_view.close()
+    three_d.close()
+    after = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+    assert after == before
+    assert slice_logics.GetNumberOfItems() == 0

@@ -273,17 +273,14 @@ class CorrectionLogic:
         return taken, _boundingBox(reachable)
 
     def _internalProbabilities(self, segmentationNode, segmentIds, probabilityVolumeNode,
-                               source) -> np.ndarray:
-        """(1 + segments, I, J, K): background, then each segment's channel (1.0 where it has none)."""
+                               source) -> list[np.ndarray]:
+        """Background, then each segment's channel, as (I, J, K) views (1.0 for a segment without a channel)."""
         _checkSameGrid(probabilityVolumeNode, source)
         channels = [0] + [self.probabilityChannel(segmentationNode, s, probabilityVolumeNode)
                           for s in segmentIds]
-        shape = _kjiShape(source)[::-1]
-        out = np.ones((len(channels), *shape), np.float32)
-        for index, channel in enumerate(channels):
-            if channel is not None:
-                out[index] = _channelArray(probabilityVolumeNode, channel).transpose(2, 1, 0)
-        return out
+        none = np.broadcast_to(np.float32(1.0), _kjiShape(source)[::-1])
+        return [none if channel is None else _channelArray(probabilityVolumeNode, channel).transpose(2, 1, 0)
+                for channel in channels]
 
     # ------------------------------------------------------------------------------------------ review
     def uncertainRegionsTable(self, segmentationNode, uncertaintyVolumeNode=None, probabilityVolumeNode=None,

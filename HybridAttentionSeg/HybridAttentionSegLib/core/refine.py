@@ -141,9 +141,10 @@ def class_intensities(image: np.ndarray, labelmap: np.ndarray,
     usable tolerance.
     """
     image = np.asarray(image)
-    step = max(1, image.size // _STATS_SAMPLE)
-    flat_image = image.reshape(-1)[::step]
-    flat_labels = np.asarray(labelmap).reshape(-1)[::step]
+    # a regular subsample along every axis (no full copy, also for transposed views)
+    step = max(1, int(np.ceil((image.size / _STATS_SAMPLE) ** (1 / 3))))
+    flat_image = np.ascontiguousarray(image[::step, ::step, ::step]).ravel()
+    flat_labels = np.ascontiguousarray(np.asarray(labelmap)[::step, ::step, ::step]).ravel()
     low, high = np.percentile(flat_image, [1, 99]) if flat_image.size else (0.0, 1.0)
     floor = max(float(high - low) * 0.01, 1e-6)
     stats = {}
@@ -167,7 +168,8 @@ def apply_clicks(image: np.ndarray, labelmap: np.ndarray, probabilities: np.ndar
         image: (I, J, K) intensities (the first channel of a multi-channel input).
         labelmap: (I, J, K) labelmap before any of these clicks (the model's output, or the state the clicks
             started from). Not modified.
-        probabilities: (C, I, J, K) probabilities (channel = label value) or None (no probability rule).
+        probabilities: (C, I, J, K) probabilities (channel = label value), or a sequence of C (I, J, K)
+            arrays (views, no copy), or None (no probability rule).
         clicks: :class:`Click` or ``((i, j, k), value)`` pairs; value 0 = background.
         spacing: voxel size in mm along I, J, K (for the ball).
         radius_mm: radius of the ball a click may change.
@@ -183,6 +185,10 @@ def apply_clicks(image: np.ndarray, labelmap: np.ndarray, probabilities: np.ndar
     if image.shape != out.shape:
         message = f"image grid {image.shape} differs from the segmentation grid {out.shape}; resample first"
         raise UserInputError(message)
+    if probabilities is not None and np.shape(probabilities[0]) != out.shape:
+        message = (f"probability grid {np.shape(probabilities[0])} differs from the segmentation grid "
+                   f"{out.shape}; give the probabilities written with this segmentation")
+        raise UserInputError(message)
     clicks = [c if isinstance(c, Click) else Click(tuple(int(x) for x in c[0]), int(c[1])) for c in clicks]
     if len(clicks) > MAX_CLICKS:
         message = f"{len(clicks)} clicks given; at most {MAX_CLICKS} are supported, undo or remove some"
@@ -191,7 +197,7 @@ def apply_clicks(image: np.ndarray, labelmap: np.ndarray, probabilities: np.ndar
         _check_click(click, out.shape, probabilities)
     if not clicks:
         return out
-    present = np.flatnonzero(np.bincount(out.ravel(), minlength=256)).tolist()
+    present = np.flatnonzero(np.bincount(out.ravel(order="K"), minlength=256)).tolist()
     stats = class_intensities(image, out, set(present) | {c.value for c in clicks})
     rule = _Rule(np.asarray(spacing, dtype=np.float64), float(radius_mm), float(tolerance),
                  float(min_probability))
@@ -223,9 +229,9 @@ def _check_click(click: Click, shape, probabilities) -> None:
     if not 0 <= click.value <= 255:
         message = f"click label value {click.value} is out of range; use 0 (background) or a segment value"
         raise UserInputError(message)
-    if probabilities is not None and click.value >= np.shape(probabilities)[0]:
+    if probabilities is not None and click.value >= len(probabilities):
         message = (f"click label value {click.value} has no probability channel "
-                   f"({np.shape(probabilities)[0]} channels); click a segment of this model")
+                   f"({len(probabilities)} channels); click a segment of this model")
         raise UserInputError(message)
 
 
@@ -276,11 +282,13 @@ def _apply_one(image, out, probabilities, owner: np.ndarray, index: int, clicks:
         return 0
     # only the label under the click changes: correct voxels of other labels stay
     candidates = ball & (labels == current)
-    probabilities_box = None if probabilities is None else probabilities[(slice(None), *box)]
+    def probability(channel: int) -> np.ndarray | None:  # one channel, in the box: no (C, ...) copies
+        return None if probabilities is None else np.asarray(probabilities[channel][box])
+
     if click.value == BACKGROUND:
-        support = _false_region(image[box], candidates, probabilities_box, current, local, stats, rule)
+        support = _false_region(image[box], candidates, probability(current), current, local, stats, rule)
     else:
-        support = _missed_region(image[box], labels, ball, candidates, probabilities_box, click.value, local,
+        support = _missed_region(image[box], labels, ball, candidates, probability(click.value), click.value, local,
                                  stats, rule)
     support[local] = True
     components, _ = ndimage.label(support)
@@ -291,7 +299,7 @@ def _apply_one(image, out, probabilities, owner: np.ndarray, index: int, clicks:
     return changed
 
 
-def _false_region(intensity, candidates, probabilities, current: int, local: tuple,
+def _false_region(intensity, candidates, probability, current: int, local: tuple,
                   stats: dict[int, ClassIntensity], rule: _Rule) -> np.ndarray:
     """Voxels a background click may remove: like the clicked point, not what the model is surer of."""
     spread = stats[current].sigma if current in stats else _local_sigma(intensity, local)
@@ -299,13 +307,12 @@ def _false_region(intensity, candidates, probabilities, current: int, local: tup
     support = candidates & (distance <= rule.tolerance * spread)
     if current in stats:  # more like the clicked point than like a typical voxel of that label
         support &= distance <= np.abs(intensity - stats[current].median)
-    if probabilities is not None:  # keep what the model is clearly surer of than at the click
-        probability = np.asarray(probabilities[current])
+    if probability is not None:  # keep what the model is clearly surer of than at the click
         support &= probability <= probability[local] + rule.probability_margin
     return support
 
 
-def _missed_region(intensity, labels, ball, candidates, probabilities, value: int, local: tuple,
+def _missed_region(intensity, labels, ball, candidates, probability, value: int, local: tuple,
                    stats: dict[int, ClassIntensity], rule: _Rule) -> np.ndarray:
     """Voxels a segment click may add: typical of the class, more than of any other segment, not excluded
     by the model."""
@@ -316,8 +323,8 @@ def _missed_region(intensity, labels, ball, candidates, probabilities, value: in
     for other_value, other in stats.items():
         if other_value not in (BACKGROUND, value):
             support &= distance <= np.abs(intensity - other.median) / other.sigma
-    if probabilities is not None:
-        support &= np.asarray(probabilities[value]) >= rule.min_probability
+    if probability is not None:
+        support &= probability >= rule.min_probability
     return support
 
 

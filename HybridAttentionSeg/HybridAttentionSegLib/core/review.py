@@ -24,13 +24,13 @@ from .volume import ijk_to_ras, spacing_of
 logger = logging.getLogger(__name__)
 
 
-def entropy(probabilities: np.ndarray) -> np.ndarray:
-    """Softmax entropy of (C, I, J, K) probabilities normalised by log(C): (I, J, K) float32 in [0, 1]."""
-    probabilities = np.asarray(probabilities)
-    channels = probabilities.shape[0]
+def entropy(probabilities) -> np.ndarray:
+    """Entropy of (C, I, J, K) probabilities (or C (I, J, K) arrays) over log(C): (I, J, K) float32 in [0, 1]."""
+    channels = len(probabilities)
+    shape = np.shape(probabilities[0])
     if channels < 2:
-        return np.zeros(probabilities.shape[1:], np.float32)
-    total = np.zeros(probabilities.shape[1:], np.float32)
+        return np.zeros(shape, np.float32)
+    total = np.zeros(shape, np.float32)
     for channel in range(channels):  # one channel at a time: no (C, I, J, K) temporaries
         p = np.clip(probabilities[channel].astype(np.float32), 1e-8, 1.0)
         total -= p * np.log(p)
@@ -41,9 +41,9 @@ def entropy(probabilities: np.ndarray) -> np.ndarray:
 def segment_of_voxels(labelmap: np.ndarray, mask: np.ndarray,
                       probabilities: np.ndarray | None = None) -> np.ndarray:
     """For the voxels in ``mask``, the segment each concerns (uint8 values, in ``mask`` order)."""
-    if probabilities is not None and probabilities.shape[0] > 1:
+    if probabilities is not None and len(probabilities) > 1:
         index = np.nonzero(mask)
-        foreground = np.stack([probabilities[c][index] for c in range(1, probabilities.shape[0])])
+        foreground = np.stack([np.asarray(probabilities[c])[index] for c in range(1, len(probabilities))])
         return (np.argmax(foreground, axis=0) + 1).astype(np.uint8)
     labels = np.asarray(labelmap, dtype=np.uint8)
     near = ndimage.grey_dilation(labels, size=(5, 5, 5))  # the segment within two voxels, for background
@@ -63,7 +63,8 @@ def uncertain_regions(uncertainty: np.ndarray, labelmap: np.ndarray, affine: np.
         uncertainty: (I, J, K) map in [0, 1].
         labelmap: (I, J, K) labelmap on the same grid.
         affine: IJK->RAS affine (for ``centroid_ras``, ``focus_ras`` and ``volume_ml``); identity if None.
-        probabilities: (C, I, J, K) probabilities (channel = label value) to assign voxels to segments.
+        probabilities: (C, I, J, K) probabilities (channel = label value; or a sequence of C (I, J, K)
+            arrays) to assign voxels to segments.
         threshold: uncertainty at or above which a voxel counts as uncertain.
         min_voxels: smaller regions are dropped.
         max_regions: at most this many regions are returned.

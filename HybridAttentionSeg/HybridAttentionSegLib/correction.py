@@ -19,8 +19,8 @@ one segment with nothing else in between) is one undo step.
 
 **Which probability belongs to a segment.** Channel ``v`` holds label value ``v``. A segment's value is the
 suffix of the IDs the Logic gives (``HybridAttentionSeg_<model>_<v>``), else the value listed for its name in
-the probability node's ``HybridAttentionSeg.Components`` attribute, else the segment's label value. Segments
-without a channel (added by hand) get no probability rule.
+the probability node's ``HybridAttentionSeg.Components`` attribute, else the segment's label value if no other
+segment has it. Segments without a channel (added by hand) get no probability rule.
 """
 
 from __future__ import annotations
@@ -102,7 +102,10 @@ class CorrectionLogic:
             value, _, name = entry.partition(":")
             if name.lower() == segment.GetName().lower() and value.isdigit():
                 candidates.append(int(value))
-        candidates.append(int(segment.GetLabelValue()))
+        segmentation = segmentationNode.GetSegmentation()
+        values = [segmentation.GetSegment(s).GetLabelValue() for s in _segmentIds(segmentationNode)]
+        if values.count(segment.GetLabelValue()) == 1:  # a label value shared by segments names no channel
+            candidates.append(int(segment.GetLabelValue()))
         return next((c for c in candidates if 1 <= c < channels), None)
 
     # ------------------------------------------------------------------------------------------ undo

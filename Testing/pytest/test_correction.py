@@ -186,11 +186,16 @@ def test_a_segmentation_file_loaded_by_slicer_uses_label_values(headless_app, tm
     probability = headless_app.scene.GetFirstNodeByClass("vtkMRMLVectorVolumeNode")
     coreId = loaded.GetSegmentation().GetSegmentIdBySegmentName("Core")
     assert logic.probabilityChannel(loaded, coreId, probability) == 2
+    shellId = loaded.GetSegmentation().GetSegmentIdBySegmentName("Shell")
     loaded.SetNodeReferenceID(outputs.INPUT_ROLE, volume.GetID())
     logic.setSegmentThreshold(loaded, coreId, probability, 0.9)
     core = slicer.util.arrayFromSegmentBinaryLabelmap(loaded, coreId, volume).transpose(2, 1, 0) > 0
     expected = threshold_segment(phantom.labelmap, phantom.probabilities, 2, 0.9) == 2
     np.testing.assert_array_equal(core, expected)
-    shellId = loaded.GetSegmentation().GetSegmentIdBySegmentName("Shell")
     shell = slicer.util.arrayFromSegmentBinaryLabelmap(loaded, shellId, volume).transpose(2, 1, 0) > 0
     np.testing.assert_array_equal(shell, phantom.labelmap == 1)
+    # a segment added by hand with a label value another segment has gets no channel; Shell keeps its own
+    handMade = loaded.GetSegmentation().AddEmptySegment("tumor", "Tumor")
+    loaded.GetSegmentation().GetSegment(handMade).SetLabelValue(1)
+    assert logic.probabilityChannel(loaded, handMade, probability) is None
+    assert logic.probabilityChannel(loaded, shellId, probability) == 1  # by name, from the components list

@@ -222,8 +222,8 @@ def test_refine_command_writes_the_corrected_segmentation_on_the_same_grid(tmp_p
     np.testing.assert_allclose(affine, original_affine, atol=1e-6)
     assert fixed.shape == original.shape
     for kept, given in zip(segments, original_segments, strict=False):
-        assert (kept["name"], kept["value"], kept["color"], kept["tags"]) == \
-            (given["name"], given["value"], given["color"], given["tags"])
+        assert (kept["id"], kept["name"], kept["value"], kept["color"], kept["tags"]) == \
+            (given["id"], given["name"], given["value"], given["color"], given["tags"])
     assert ((fixed == 1) & chunk).sum() >= 0.9 * chunk.sum()
 
 

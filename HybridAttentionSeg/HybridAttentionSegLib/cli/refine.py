@@ -42,36 +42,6 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def segment_labels(segments: list[dict]) -> list[dict]:
-    """Segments read from a .seg.nrrd -> label dicts for ``write_segmentation_nrrd`` (terminology kept)."""
-    labels = []
-    for segment in segments:
-        label = {"value": segment["value"], "name": segment["name"], "color": segment["color"]}
-        terminology = terminology_from_tags(segment.get("tags", ""))
-        if terminology:
-            label["terminology"] = terminology
-        labels.append(label)
-    return labels
-
-
-def terminology_from_tags(tags: str) -> dict | None:
-    """Parse a Slicer ``TerminologyEntry`` tag back into the card's terminology dict (None if absent)."""
-    for tag in str(tags).split("|"):
-        if not tag.startswith("TerminologyEntry:"):
-            continue
-        parts = tag[len("TerminologyEntry:"):].split("~")
-        if len(parts) < 6:
-            return None
-        keys = {1: "category", 2: "type", 3: "modifier", 5: "region"}
-        out = {}
-        for index, key in keys.items():
-            fields = parts[index].split("^")
-            if len(fields) == 3 and fields[1]:
-                out[key] = {"scheme": fields[0], "code": fields[1], "meaning": fields[2]}
-        return out or None
-    return None
-
-
 def resolve_label(text: str, segments: list[dict]) -> int:
     """Label value for a click's LABEL: ``background``, a segment name or ID (case-insensitive) or a value."""
     from ..core.names import unknown_name_error
@@ -164,7 +134,7 @@ def run(args) -> int:
     report: list[dict] = []
     labelmap = apply_clicks(volume.data[0], labelmap, probabilities, clicks, spacing_of(affine),
                             radius_mm=args.radius_mm, tolerance=args.tolerance, report=report)
-    out = write_segmentation_nrrd(args.out, labelmap, affine, segment_labels(segments))
+    out = write_segmentation_nrrd(args.out, labelmap, affine, segments)  # ids and tags kept
     names = {s["value"]: s["name"] for s in segments}
     counts = np.bincount(labelmap.ravel(), minlength=256)
     for entry, (ras, _) in zip(report, parsed, strict=False):

@@ -213,8 +213,9 @@ def test_segment_attention_uses_the_rows_inside_the_structure():
     matrix = torch.stack(mats).mean(0)[None]
     grid = spec.token_grid(model, spec.tiny_roi)
     rows = matrix[0].reshape(*grid, -1)[: grid[0] // 2].reshape(-1, matrix.shape[-1])  # first half along D
-    expected = F.interpolate((rows.mean(0) * matrix.shape[-1]).reshape(1, 1, *grid), size=spec.tiny_roi,
-                             mode="trilinear", align_corners=False)
+    contrast = (rows.mean(0) - matrix[0].mean(0)) * matrix.shape[-1]  # vs the average query row
+    expected = F.interpolate(contrast.reshape(1, 1, *grid), size=spec.tiny_roi,
+                             mode="trilinear", align_corners=False).clamp_min(0.0)
     torch.testing.assert_close(result, expected, rtol=1e-4, atol=1e-5)
 
 

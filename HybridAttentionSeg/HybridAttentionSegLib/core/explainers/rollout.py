@@ -21,8 +21,10 @@ No CLS token exists in these models, so:
   stochastic matrices), so for a 12-layer UNETR the rows of two structures differ by < 0.1 % and the map
   would not depend on the structure (measured on the tiny random model; 2-layer stacks keep them apart).
   Rows are weighted by the fraction of each query token's voxels predicted as ``target_class`` (argmax of the
-  window's logits, average-pooled onto the query token grid); no such voxel in the window -> zeros. The map
-  is multiplied by Nk (uniform = 1).
+  window's logits, average-pooled onto the query token grid); no such voxel in the window -> zeros. The
+  average row of all queries is subtracted (negative values clipped): what remains is where this structure's
+  tokens look *more* than tokens in general. Without that contrast, tokens of neighbouring structures (a 16^3
+  token holds both grey and white matter) give near-identical maps dominated by shared attention.
 """
 
 from __future__ import annotations
@@ -152,6 +154,9 @@ class SegmentAttentionExplainer(RolloutExplainer):
         weights = F.adaptive_avg_pool3d(inside, query_grid).flatten(1).to(matrix.device)  # (B, Nq)
         total = weights.sum(dim=1, keepdim=True)
         rows = torch.bmm(weights.unsqueeze(1), matrix).squeeze(1)  # (B, Nk)
-        received = torch.where(total > 0, rows / total.clamp_min(1e-12), torch.zeros_like(rows))
+        # contrast with the average query row: "where did this structure's tokens look *more* than tokens in
+        # general" -- without it every structure's map is dominated by the attention all tokens share
+        baseline = matrix.mean(dim=1)
+        received = torch.where(total > 0, rows / total.clamp_min(1e-12) - baseline, torch.zeros_like(rows))
         received = received * matrix.shape[-1]
         return tokens_to_volume(received, grid, size).clamp_min(0.0)

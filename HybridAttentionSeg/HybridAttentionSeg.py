@@ -3,7 +3,8 @@
 A thin module in Slicer's template shape: the panel (``Resources/UI/HybridAttentionSeg.ui``) is bound to a
 typed parameter node (``HybridAttentionSegLib/parameters.py``); Apply calls the MRML-only Logic
 (``HybridAttentionSegLib/logic.py``), which runs inference in a separate worker process and is polled from a
-``QTimer`` here, so Slicer never freezes and Apply turns into Cancel while a run is in flight.
+``QTimer`` here, so Slicer never freezes and Apply turns into Cancel while a run is in flight. Download / Import
+and "Correct and review" are bound by ``HybridAttentionSegLib/catalog_widget.py`` / ``correction_widget.py``.
 """
 
 import importlib
@@ -15,10 +16,13 @@ import qt
 import slicer
 import vtk
 from HybridAttentionSegLib import model_info
+from HybridAttentionSegLib.catalog_widget import CatalogPanel
+from HybridAttentionSegLib.correction_widget import CorrectionPanel
 from HybridAttentionSegLib.install import DependencyInstaller, InstallError
 from HybridAttentionSegLib.logic import HybridAttentionSegLogic as MRMLLogic
 from HybridAttentionSegLib.logic import ProcessEvent
-from HybridAttentionSegLib.parameters import HybridAttentionSegParameterNode, connectGui, disconnectGui
+from HybridAttentionSegLib.parameters import HybridAttentionSegParameterNode, connectGui, disconnectGui, fillCombo
+from HybridAttentionSegLib.sample_data import registerSampleData
 from HybridAttentionSegLib.worker_client import WorkerError
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -58,6 +62,7 @@ class HybridAttentionSeg(ScriptedLoadableModule):
             "Built on 3D Slicer, MONAI and PyTorch. The bundled demonstration models are trained on the MNI "
             "ICBM152 2009 template (Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre, "
             "Montreal Neurological Institute, McGill University). Research and demonstration use only.")
+        slicer.app.connect("startupCompleted()", registerSampleData)  # cards' public samples (no download)
 
 
 class HybridAttentionSegLogic(MRMLLogic, ScriptedLoadableModuleLogic):
@@ -86,8 +91,11 @@ class HybridAttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._parameterNodeGuiTags = None
         self._shownModelId = None
         self._lastSegmentation = None
+        self._shownDisplay = None
         self._timer = None
         self._startTime = 0.0
+        self.catalogPanel = None
+        self.correctionPanel = None
 
     def setup(self):
         """Called once, when the module panel is first shown."""
@@ -109,11 +117,17 @@ class HybridAttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.refreshModelsButton.connect("clicked(bool)", self.onRefreshModels)
+        self.catalogPanel = CatalogPanel(self.ui, self.logic, self)
+        self.catalogPanel.setup()
+        self.correctionPanel = CorrectionPanel(self.ui, self.setStatus)
+        self.correctionPanel.setup()
         self.initializeParameterNode()
 
     def cleanup(self):
         """Called when the application closes and the module widget is destroyed."""
         self.removeObservers()
+        if self.correctionPanel is not None:
+            self.correctionPanel.cleanup()
         if self._timer is not None:
             self._timer.stop()
         if self.logic is not None:
@@ -124,7 +138,7 @@ class HybridAttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.initializeParameterNode()
         missing = self.installer.missing()
         if missing:
-            self._setStatus(_("Python packages are missing: {packages}. Click Apply to install them.").format(
+            self.setStatus(_("Python packages are missing: {packages}. Click Apply to install them.").format(
                 packages=", ".join(missing)))
         elif self.logic.environment is None and not self.logic.busy:
             self.onRefreshModels()
@@ -153,6 +167,7 @@ class HybridAttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent,
                                 self.onParameterNodeModified)
         self._parameterNode = parameterNode
+        self.correctionPanel.setParameterNode(parameterNode)
         if self._parameterNode:
             self._parameterNodeGuiTags = connectGui(self._parameterNode, self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
@@ -163,36 +178,35 @@ class HybridAttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         """Ask the worker (asynchronously) for the catalog and the compute devices."""
         if self.logic.busy:
             return
-        self._setStatus(_("Loading the model catalog..."))
+        self.setStatus(_("Loading the model catalog..."))
         try:
             self.logic.fetchEnvironment(onDone=self.onEnvironment, waitForCompletion=False)
         except WorkerError as err:
             self.onEnvironment(None, err)
             return
+        self.startPolling()
+
+    def startPolling(self):  # the timer handles the worker's events until the Logic is idle
         self._timer.start()
+
+    def selectModel(self, modelId):  # kept in the parameter node until the catalog lists it
+        if self._parameterNode is not None:
+            self._parameterNode.modelId = modelId
+            self._shownModelId = None
 
     def onEnvironment(self, environment, error):
         if error is not None:
-            self._setStatus(_("Could not load the model catalog: {error}").format(error=error))
+            self.setStatus(_("Could not load the model catalog: {error}").format(error=error))
             return
         self._fillCombo(self.ui.modelComboBox, model_info.modelChoices(environment), "modelId")
         self._fillCombo(self.ui.deviceComboBox, model_info.deviceChoices(environment), "device")
         self._shownModelId = None
         self.onParameterNodeModified()
-        self._setStatus(_("{count} models available.").format(count=len(environment.get("catalog", []))))
+        self.setStatus(_("{count} models available.").format(count=len(environment.get("catalog", []))))
 
     def _fillCombo(self, combo, choices, parameterName):
         """Replace ``combo``'s items (text, data) and keep the parameter's value if it is still offered."""
-        value = self._parameterNode.getValue(parameterName) if self._parameterNode else ""
-        wasBlocked = combo.blockSignals(True)
-        combo.clear()
-        for label, data in choices:
-            combo.addItem(label, data)
-        combo.setCurrentIndex(max(combo.findData(value), 0))
-        combo.blockSignals(wasBlocked)
-        current = combo.itemData(combo.currentIndex) if combo.count else ""
-        if self._parameterNode and current != value:
-            self._parameterNode.setValue(parameterName, current or "")
+        fillCombo(combo, choices, self._parameterNode, parameterName)
 
     # ------------------------------------------------------------------------------- parameter changes
     def onParameterNodeModified(self, caller=None, event=None):
@@ -207,18 +221,24 @@ class HybridAttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
                             "attentionMethod")
             self._fillCombo(self.ui.targetClassComboBox, model_info.classChoices(card), "targetClass")
         running = self.logic.isRunning
-        self.ui.applyButton.enabled = running or bool(parameters.inputVolume and parameters.modelId)
+        self.catalogPanel.update(self.logic.card(parameters.modelId))
+        self.correctionPanel.update()
+        self.ui.applyButton.enabled = running or bool(parameters.inputVolume and parameters.modelId
+                                                      and not self.catalogPanel.busy)
         self.ui.applyButton.text = _("Cancel") if running else _("Apply")
         self.ui.applyButton.toolTip = _("Cancel the running segmentation") if running else _(
             "Run the model on the input volume")
         segmentation = self._lastSegmentation
-        if not running and segmentation is not None and segmentation.GetScene() is slicer.mrmlScene:
+        display = (segmentation, *(parameters.getValue(name) for name in DISPLAY_PARAMETERS))
+        if not running and segmentation is not None and segmentation.GetScene() is slicer.mrmlScene \
+                and display != self._shownDisplay:  # not again for every other parameter (a threshold drag)
+            self._shownDisplay = display
             shown = self.logic.updateAttentionDisplay(
                 segmentation, parameters.attentionMethod, opacity=parameters.attentionOpacity,
                 threshold=parameters.attentionThreshold, colorMap=parameters.colorMap,
                 showLegend=parameters.showLegend)
             if not shown:
-                self._setStatus(_("Click Apply to compute the {method} map.").format(
+                self.setStatus(_("Click Apply to compute the {method} map.").format(
                     method=parameters.attentionMethod))
 
     # ------------------------------------------------------------------------------- run / cancel
@@ -228,10 +248,7 @@ class HybridAttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             self.logic.cancel()
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
-            try:
-                self.installer.ensure()  # asks before installing anything
-            except InstallError as err:
-                self._setStatus(str(err))
+            if not self.ensureDependencies():
                 return
             if self.logic.environment is None:
                 self.onEnvironment(self.logic.fetchEnvironment(), None)
@@ -246,6 +263,15 @@ class HybridAttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             self._startTime = time.monotonic()
             self._setRunning(True)
 
+    def ensureDependencies(self):
+        """Install missing Python packages (asks first); False, with the reason shown, if they are missing."""
+        try:
+            self.installer.ensure()
+        except InstallError as err:
+            self.setStatus(str(err))
+            return False
+        return True
+
     def onPollTimer(self):
         self.logic.poll()
         if not self.logic.busy:
@@ -257,34 +283,36 @@ class HybridAttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             self.ui.progressBar.format = f"{stage} %p%"
             self.ui.progressBar.value = int(info.get("percent") or 0)
         elif event == ProcessEvent.LOG:
-            self._setStatus(str(info.get("message", ""))[:200])
+            self.setStatus(str(info.get("message", ""))[:200])
         elif event == ProcessEvent.IMPORTING:
-            self._setStatus(_("Loading the results into the scene..."))
+            self.setStatus(_("Loading the results into the scene..."))
         elif event == ProcessEvent.FINISHED:
             result = info["result"]
-            self._lastSegmentation = result.segmentationNode
+            self._lastSegmentation, self._shownDisplay = result.segmentationNode, None
+            self.correctionPanel.onResult(result.segmentationNode)
             self._setRunning(False)
             inference = result.summary.get("timings", {}).get("total_s", 0.0)
-            self._setStatus(_("Done in {seconds:.1f} s ({inference:.1f} s inference on {device}): "
-                              "{segments} segments.").format(
+            self.setStatus(_("Done in {seconds:.1f} s ({inference:.1f} s inference on {device}): "
+                             "{segments} segments.").format(
                 seconds=time.monotonic() - self._startTime, inference=inference,
                 device=result.summary.get("device", "?"), segments=len(result.summary.get("segments", []))))
         elif event == ProcessEvent.CANCELLED:
             self._setRunning(False)
-            self._setStatus(_("Cancelled; the scene was not changed."))
+            self.setStatus(_("Cancelled; the scene was not changed."))
         elif event == ProcessEvent.FAILED:
             self._setRunning(False)
-            self._setStatus(_("Failed: {message}").format(message=info.get("message")))
+            self.setStatus(_("Failed: {message}").format(message=info.get("message")))
             slicer.util.errorDisplay(_("Segmentation failed: {message}").format(message=info.get("message")))
 
     def _setRunning(self, running):
         self.ui.progressBar.visible = running
         self.ui.progressBar.value = 0
-        for widget in (self.ui.inputsCollapsibleButton, self.ui.outputsCollapsibleButton):
+        for widget in (self.ui.inputsCollapsibleButton, self.ui.outputsCollapsibleButton,
+                       self.ui.correctionCollapsibleButton):
             widget.enabled = not running
         if running:
-            self._setStatus(_("Starting the inference worker..."))
-            self._timer.start()
+            self.setStatus(_("Starting the inference worker..."))
+            self.startPolling()
         self.onParameterNodeModified()
 
     def _displaySettings(self):
@@ -292,7 +320,7 @@ class HybridAttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         return {"opacity": parameters.attentionOpacity, "threshold": parameters.attentionThreshold,
                 "colorMap": parameters.colorMap, "showLegend": parameters.showLegend}
 
-    def _setStatus(self, text):
+    def setStatus(self, text):
         self.ui.statusLabel.text = text
         logging.info("HybridAttentionSeg: %s", text)
 
@@ -301,7 +329,8 @@ class HybridAttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         if self.logic is not None:
             self.logic.shutdown()
         # the Slicer-side files only, dependencies first; the core runs in the worker, which restarts anyway
-        for name in ("worker_client", "model_info", "install", "rendering", "mrml_outputs", "logic", "parameters"):
+        for name in ("worker_client", "model_info", "install", "rendering", "mrml_outputs", "correction",
+                     "catalog_logic", "logic", "parameters", "sample_data", "catalog_widget", "correction_widget"):
             module = sys.modules.get(f"HybridAttentionSegLib.{name}")
             if module is not None:
                 importlib.reload(module)
@@ -316,7 +345,21 @@ class HybridAttentionSegTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
+        self.test_PanelLoadsItsWidgetsAndBindsTheCorrectionParameters()
+        self.setUp()
         self.test_SegmentBundledDemoData()
+
+    def test_PanelLoadsItsWidgetsAndBindsTheCorrectionParameters(self):
+        slicer.util.selectModule("HybridAttentionSeg")  # designer plugins build the .ui's Slicer widgets
+        widget = slicer.modules.hybridattentionseg.widgetRepresentation().self()
+        self.assertIsInstance(widget.ui.clickPlaceWidget, slicer.qSlicerMarkupsPlaceWidget)
+        self.assertIsInstance(widget.ui.uncertainRegionsTableView, slicer.qMRMLTableView)
+        markups = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "clicks")
+        widget._parameterNode.segmentThreshold = 0.7
+        widget._parameterNode.clickMarkups = markups
+        self.assertAlmostEqual(widget.ui.segmentThresholdSliderWidget.value, 0.7)
+        self.assertIs(widget.ui.clickMarkupsSelector.currentNode(), markups)
+        self.assertIs(widget.ui.clickPlaceWidget.currentNode(), markups)
 
     def test_SegmentBundledDemoData(self):
         self.delayDisplay("Starting the inference worker")

@@ -12,7 +12,8 @@ With ``waitForCompletion=False`` it returns at once; call :meth:`poll` periodica
 from a ``QTimer``) and :meth:`cancel` to stop. Inference runs in a separate process (:mod:`.worker`), so the
 caller's thread never blocks on torch and a worker crash cannot take the scene down. Nothing is added to the
 scene until the worker's result has arrived; a cancelled or failed run leaves the scene as it was. The Logic
-never opens dialogs: it raises, or reports through ``onEvent(event: ProcessEvent, info: dict)``.
+never opens dialogs: it raises, or reports through ``onEvent(event: ProcessEvent, info: dict)``. Downloading
+and importing models (:meth:`downloadModel`, :meth:`importModel`) come from :mod:`.catalog_logic`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from pathlib import Path
 import slicer
 
 from . import mrml_outputs as outputs
+from .catalog_logic import ModelCatalogLogic
+from .core import errors
 from .core.errors import CancelledError, UserInputError
 from .model_info import cardByIdFrom
 from .worker_client import WorkerClient, WorkerError
@@ -76,7 +79,7 @@ class SegmentationTask:
         return self.state in (ProcessEvent.FINISHED, ProcessEvent.FAILED, ProcessEvent.CANCELLED)
 
 
-class HybridAttentionSegLogic:
+class HybridAttentionSegLogic(ModelCatalogLogic):
     """Segmentation and attention overlays on MRML nodes, computed by a resident worker process.
 
     Args:
@@ -90,6 +93,7 @@ class HybridAttentionSegLogic:
         self.task: SegmentationTask | None = None
         self.environment: dict | None = None
         self._pending: dict[str, Callable] = {}
+        self._onProgress: dict[str, Callable] = {}
 
     # ------------------------------------------------------------------------------------ public API
     @property
@@ -177,11 +181,16 @@ class HybridAttentionSegLogic:
         return self.busy
 
     def cancel(self) -> bool:
-        """Cancel the running segmentation: the worker process tree is killed (within 2 s); the scene is not
-        touched. The next run starts a fresh worker. Returns False if nothing was running."""
+        """Cancel the running segmentation, else the pending requests (a download, an import): the worker
+        process tree is killed (within 2 s); the scene is not touched. The next request starts a fresh worker.
+        Returns False if nothing was running."""
         task = self.task
         if task is None or task.done:
-            return False
+            if not self._pending:
+                return False
+            self.worker.stop()
+            self._failPending(CancelledError("cancelled by the user"))
+            return True
         self.worker.stop()
         self._failPending(CancelledError("cancelled by the user"))
         task.state = ProcessEvent.CANCELLED
@@ -208,12 +217,8 @@ class HybridAttentionSegLogic:
             if onDone is not None:
                 onDone(data, error)
 
-        if not waitForCompletion:
-            self._pending[self.worker.send("info", catalog=self.catalogFiles or None)] = finished
-            return None
-        data = self._requestAndWait("info", timeout, catalog=self.catalogFiles or None)
-        finished(data, None)
-        return data
+        data = self.request("info", onDone=finished, waitForCompletion=waitForCompletion, timeout=timeout)
+        return data if waitForCompletion else None
 
     def loadSampleData(self, modelId: str, scene=None, timeout: float = 300.0):
         """Load ``modelId``'s sample volume (card ``sample_data``) as a new scalar volume node; blocking."""
@@ -223,8 +228,7 @@ class HybridAttentionSegLogic:
         scene = scene or slicer.mrmlScene
         tempDir = Path(tempfile.mkdtemp(prefix="hybridseg-"))
         try:
-            data = self._requestAndWait("sample", timeout, model=modelId, out_dir=str(tempDir),
-                                        catalog=self.catalogFiles or None)
+            data = self.request("sample", {"model": modelId, "out_dir": str(tempDir)}, timeout=timeout)
             node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(data["name"]))
             storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
             storage.SetFileName(data["path"])
@@ -258,17 +262,34 @@ class HybridAttentionSegLogic:
                               showLegend=showLegend)
         return True
 
-    # ------------------------------------------------------------------------------------ internals
-    def _requestAndWait(self, cmd: str, timeout: float, **fields) -> dict:
-        """Send a request and poll until its answer; raise its error."""
+    def request(self, cmd: str, fields: dict | None = None, onDone: Callable | None = None,
+                onProgress: Callable | None = None, waitForCompletion: bool = True, timeout: float = 300.0):
+        """Send a worker request other than ``segment`` (the catalog files go with it).
+
+        Blocking (default): return the answer's data or raise its error. Otherwise return the request id at
+        once. Either way ``onDone(data, error)`` and ``onProgress({"stage", "done", "total", "percent"})``
+        are called from :meth:`poll`.
+        """
         box = {}
-        requestId = self.worker.send(cmd, **fields)
-        self._pending[requestId] = lambda data, error: box.update(data=data, error=error)
+        requestId = self.worker.send(cmd, catalog=self.catalogFiles or None, **(fields or {}))
+
+        def finished(data, error):
+            self._onProgress.pop(requestId, None)
+            box.update(data=data, error=error)
+            if onDone is not None:
+                onDone(data, error)
+
+        self._pending[requestId] = finished
+        if onProgress is not None:
+            self._onProgress[requestId] = onProgress
+        if not waitForCompletion:
+            return requestId
         deadline = time.monotonic() + timeout
         while requestId in self._pending:
             self.poll(0.05)
             if time.monotonic() > deadline and requestId in self._pending:
                 self._pending.pop(requestId, None)
+                self._onProgress.pop(requestId, None)
                 message = (f"the inference worker did not answer within {timeout:g} s; "
                            f"{self.worker.lastErrors()}")
                 raise TimeoutError(message)
@@ -276,6 +297,7 @@ class HybridAttentionSegLogic:
             raise box["error"]
         return box["data"]
 
+    # ------------------------------------------------------------------------------------ internals
     @staticmethod
     def _checkInputs(inputVolume, modelId, outputSegmentation) -> None:
         if inputVolume is None or not inputVolume.IsA("vtkMRMLScalarVolumeNode") \
@@ -312,10 +334,12 @@ class HybridAttentionSegLogic:
                 self._emit(task, ProcessEvent.LOG,
                            {"level": event.get("level"), "message": event.get("message")})
         elif kind == "progress":
+            info = {key: event.get(key) for key in ("stage", "done", "total", "percent")}
             if task is not None:
                 task.percent = int(event.get("percent", 0))
-                self._emit(task, ProcessEvent.PROGRESS, {key: event.get(key)
-                                                         for key in ("stage", "done", "total", "percent")})
+                self._emit(task, ProcessEvent.PROGRESS, info)
+            elif requestId in self._onProgress:
+                self._onProgress[requestId](info)
         elif kind == "exit":
             message = (f"the inference worker stopped unexpectedly (exit code {event.get('returncode')}); "
                        f"{self.worker.lastErrors()}")
@@ -339,6 +363,7 @@ class HybridAttentionSegLogic:
 
     def _failPending(self, error: BaseException) -> None:
         pending, self._pending = self._pending, {}
+        self._onProgress = {}
         for callback in pending.values():
             callback(None, error)
 
@@ -365,7 +390,10 @@ class HybridAttentionSegLogic:
 def _errorFromEvent(event: dict) -> BaseException:
     message = event.get("message") or "unknown error"
     if event.get("user_error"):
-        return UserInputError(message)
+        # the worker's class when it is one of ours (ChecksumError, DownloadError, ...), else UserInputError
+        kind = getattr(errors, str(event.get("kind")), None)
+        isOurs = isinstance(kind, type) and issubclass(kind, UserInputError)
+        return (kind if isOurs else UserInputError)(message)
     if event.get("traceback"):
         logger.error("worker traceback:\n%s", event["traceback"])
     return WorkerTaskError(f"inference failed in the worker ({event.get('kind')}): {message}")

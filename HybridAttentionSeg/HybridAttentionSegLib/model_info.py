@@ -86,8 +86,69 @@ def modelCardHtml(card: dict | None) -> str:
         rows = "".join(f"<li>{e(m['name'])}{' (' + e(m['label']) + ')' if m.get('label') else ''}: "
                        f"{m['value']:.3g} <i>({e(m['source'])})</i></li>" for m in metrics)
         parts.append(f"<p><b>Validation:</b></p><ul>{rows}</ul>")
-    weights = ("bundled" if card.get("bundled") else "downloaded" if card.get("downloaded")
-               else "downloaded on first use (hash-checked)")
     parts.append(f"<p><b>Intended use:</b> {e(card.get('intended_use', '-'))}<br>"
-                 f"<b>License:</b> {e(card.get('license', '-'))}<br><b>Weights:</b> {weights}</p>")
+                 f"<b>License:</b> {e(card.get('license', '-'))}<br>"
+                 f"<b>Weights:</b> {e(weightsStatus(card))}</p>")
+    parts.append(resourcesHtml(card))
     return "".join(parts)
+
+
+def downloadSizeText(card: dict) -> str:
+    """Size of the weights download: ``weights.size_bytes`` or ``resources.download_mb`` ("231 MB"), else
+    "about N MB" from ``resources.weights_mb``; "" when the card does not say. MB = 10^6 bytes."""
+    resources, weights = card.get("resources") or {}, card.get("weights") or {}
+    if weights.get("size_bytes"):
+        return f"{weights['size_bytes'] / 1e6:,.0f} MB"
+    if resources.get("download_mb"):
+        return f"{float(resources['download_mb']):,.0f} MB"
+    if resources.get("weights_mb"):
+        return f"about {float(resources['weights_mb']):,.0f} MB"
+    return ""
+
+
+def weightsStatus(card: dict) -> str:
+    """Bundled, downloaded or not (with the download size), for the model card."""
+    if card.get("bundled"):
+        return "bundled with the extension"
+    if card.get("downloaded"):
+        return "downloaded (in the cache)"
+    size = downloadSizeText(card)
+    return f"not downloaded yet ({size + ', ' if size else ''}hash-checked download)"
+
+
+def resourcesHtml(card: dict) -> str:
+    """Size, measured speed and memory from the card's ``resources`` block (escaped HTML; "" if none)."""
+    resources = card.get("resources") or {}
+    if not resources and not downloadSizeText(card):
+        return ""
+    e = html.escape
+    size = []
+    if resources.get("parameters"):
+        size.append(f"{resources['parameters'] / 1e6:.1f} M parameters")
+    if resources.get("weights_mb"):
+        size.append(f"weights {resources['weights_mb']:g} MB")
+    if downloadSizeText(card) and not card.get("bundled"):
+        size.append(f"download {downloadSizeText(card)}")
+    rows = [f"<b>Size:</b> {e(', '.join(size))}"] if size else []
+    roi = "x".join(str(n) for n in card.get("inference", {}).get("roi_size", [])) or "one"
+    for key, measured in sorted(resources.items()):
+        if not key.endswith("_measured") or not isinstance(measured, dict):
+            continue
+        device = key[: -len("_measured")].upper()
+        if measured.get("forward_seconds_one_window") is not None:
+            rows.append(f"<b>Speed ({e(device)}, measured):</b> "
+                        f"{measured['forward_seconds_one_window']:g} s per {e(roi)} window")
+        peaks = [f"{value:,.0f} MB peak" for name, value in measured.items()
+                 if name.startswith("peak_") and isinstance(value, (int, float))]
+        if peaks:
+            rows.append(f"<b>Memory ({e(device)}, measured):</b> {e(', '.join(peaks))} for one window")
+        if measured.get("conditions"):
+            rows.append(f"<small><i>{e(str(measured['conditions']))}</i></small>")
+    recommended = [f"{label} {resources[key]:g} GB" for key, label in
+                   (("gpu_memory_gb_recommended", "GPU"), ("cpu_ram_gb_recommended", "RAM"))
+                   if resources.get(key)]
+    if recommended:
+        rows.append(f"<b>Memory (recommended):</b> {e(', '.join(recommended))}")
+    if resources.get("basis"):
+        rows.append(f"<small><i>{e(str(resources['basis']))}</i></small>")
+    return f"<p><b>Resources</b><br>{'<br>'.join(rows)}</p>" if rows else ""

@@ -107,6 +107,21 @@ def connectGui(parameterNode, ui) -> list:
             parameterNode.connectParametersToGui(catalog)]
 
 
+def fillCombo(combo, choices, parameterNode, parameterName: str) -> None:
+    """Replace a ``CatalogChoice`` combo's items (``(text, data)`` pairs); keep the parameter's value if it is
+    still offered, else set the parameter to the first item ("" for an empty list)."""
+    value = parameterNode.getValue(parameterName) if parameterNode else ""
+    wasBlocked = combo.blockSignals(True)
+    combo.clear()
+    for label, data in choices:
+        combo.addItem(label, data)
+    combo.setCurrentIndex(max(combo.findData(value), 0))
+    combo.blockSignals(wasBlocked)
+    current = combo.itemData(combo.currentIndex) if combo.count else ""
+    if parameterNode and current != value:
+        parameterNode.setValue(parameterName, current or "")
+
+
 def disconnectGui(parameterNode, tags) -> None:
     """Undo :func:`connectGui`."""
     for tag in tags or []:
@@ -123,6 +138,12 @@ class HybridAttentionSegParameterNode:
     attentionOpacity / attentionThreshold: foreground opacity; map values below the threshold are transparent.
     colorMap: perceptual colour table. showLegend: colour legend in the slice views. keepProbabilities: keep
     per-class probabilities (for correction).
+
+    Correct and review: correctionSegmentation: the segmentation being corrected (set to each new result).
+    correctionSegment: segment ID the threshold slider re-derives. segmentThreshold: its probability
+    threshold. clickMarkups: point list whose control points are clicks; clickLabel: what a new point says
+    (a segment name or "background"; becomes the point's label). autoApplyClicks: replay the clicks whenever
+    a point is placed, moved or deleted.
     """
 
     inputVolume: slicer.vtkMRMLScalarVolumeNode
@@ -136,3 +157,9 @@ class HybridAttentionSegParameterNode:
     colorMap: Annotated[str, Choice(list(COLOR_MAPS))] = "Inferno"
     showLegend: bool = True
     keepProbabilities: bool = True
+    correctionSegmentation: slicer.vtkMRMLSegmentationNode
+    correctionSegment: Annotated[str, CatalogChoice()] = ""
+    segmentThreshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    clickMarkups: slicer.vtkMRMLMarkupsFiducialNode
+    clickLabel: Annotated[str, CatalogChoice()] = ""
+    autoApplyClicks: bool = True

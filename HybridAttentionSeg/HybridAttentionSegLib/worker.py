@@ -13,7 +13,11 @@ Requests, one JSON object per line on stdin (``id`` is echoed in every reply)::
      "attention": [methods] | null (the model's natural method), "target_class": NAME | null,
      "device": "auto" | "cpu" | "cuda[:N]", "probabilities": true, "tta": false, "catalog": [...] | null}
     {"id": "r4", "cmd": "sample", "model": ID, "out_dir": DIR}     (the card's sample volume: DIR/sample.nrrd)
-    {"id": "r5", "cmd": "shutdown"}
+    {"id": "r5", "cmd": "download", "model": ID, "force": false, "catalog": [...] | null}
+         (the weights into the cache, hash-checked; progress in bytes)
+    {"id": "r6", "cmd": "import_model", "path": PATH, "card": CARD_PATH | null, "model_id": ID | null,
+     "force": false}                                               (into the user catalog; core.importer)
+    {"id": "r7", "cmd": "shutdown"}
 
 Replies, one JSON object per line on stdout::
 
@@ -21,6 +25,8 @@ Replies, one JSON object per line on stdout::
     {"type": "progress", "id", "stage": "download" | "inference", "done", "total", "percent"}
     {"type": "log", "id", "level": "INFO", "message": "..."}
     {"type": "result", "id", "data": {...}}                               segment: the results.json summary
+                                                      download: {model, path, size_bytes, already_downloaded}
+                                                      import_model: {id, card (as listed by info)}
     {"type": "error", "id", "kind": "UserInputError", "message": "...", "user_error": true, "traceback": null}
 
 The protocol stream is a private duplicate of the original stdout; file descriptor 1 itself is pointed at
@@ -126,7 +132,8 @@ class Worker:
     def handle(self, request: dict) -> None:
         """Run one request and answer it with a ``result`` or an ``error`` line."""
         self.currentId = request.get("id")
-        handlers = {"ping": self.ping, "info": self.info, "segment": self.segment, "sample": self.sample}
+        handlers = {"ping": self.ping, "info": self.info, "segment": self.segment, "sample": self.sample,
+                    "download": self.download, "import_model": self.importModel}
         try:
             handler = handlers.get(request.get("cmd"))
             if handler is None:
@@ -154,11 +161,7 @@ class Worker:
         from .core.cards import load_catalog
         from .core.results import versions
 
-        cards = []
-        for card in load_catalog(request.get("catalog")).values():
-            entry = card.to_json()
-            entry["natural_method"] = card.spec.natural_method
-            cards.append(entry)
+        cards = [_listing(card) for card in load_catalog(request.get("catalog")).values()]
         return {"catalog": cards, "devices": computeDevices(), "versions": versions(), "pid": os.getpid()}
 
     def segment(self, request: dict) -> dict:
@@ -223,6 +226,36 @@ class Worker:
         write_scalar_nrrd(out, volume.data[0] if volume.channels == 1 else volume.data, volume.affine)
         return {"path": out, "name": sampleData.get("name") or volume.name}
 
+    def download(self, request: dict) -> dict:
+        """Bring a model's weights into the cache (``progress`` lines in bytes, stage ``download``).
+
+        :func:`~.core.weights.resolve_weights_file` does the work: a fresh download is hash-checked before it
+        gets its final name; an existing file (bundled or cached) is re-checked here (``verify=True``), so the
+        answer always means "present and intact". ``force`` downloads again.
+        """
+        from .core.cards import get_card
+        from .core.weights import resolve_weights_file
+
+        card = get_card(request.get("model") or "", request.get("catalog"))
+        force = bool(request.get("force", False))
+        present = card.downloaded and not force
+        path = resolve_weights_file(card, download=True, progress=self._progress("download"), verify=True,
+                                    force=force)
+        return {"model": card.id, "path": str(path), "size_bytes": path.stat().st_size,
+                "already_downloaded": present, "bundled": card.bundled}
+
+    def importModel(self, request: dict) -> dict:
+        """Import weights / a MONAI bundle into the user catalog (:func:`~.core.importer.import_model`)."""
+        from .core.importer import import_model
+
+        if not request.get("path"):
+            raise ProtocolError("import_model request without 'path'; send the weights file or bundle path")
+        card = import_model(request["path"], request.get("card") or None, request.get("model_id") or None,
+                            force=bool(request.get("force", False)))
+        for key in [key for key in self.segmenters if key[0] == card.id]:  # a replaced model is not reused
+            del self.segmenters[key]
+        return {"id": card.id, "card": _listing(card)}
+
     # ------------------------------------------------------------------------------------ helpers
     def _segmenter(self, card, device: str):
         """A resident ``Segmenter`` for ``card`` on ``device`` (built and loaded on first use)."""
@@ -257,6 +290,13 @@ class Worker:
                               percent=percent)
 
         return report
+
+
+def _listing(card) -> dict:
+    """A card as ``info`` lists it: the card's JSON form plus its architecture's natural method."""
+    entry = card.to_json()
+    entry["natural_method"] = card.spec.natural_method
+    return entry
 
 
 def _mniTemplate(sampleData: dict):

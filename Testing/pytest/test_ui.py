@@ -1,15 +1,19 @@
 """Structure of the Slicer module outside Slicer: the .ui, its binding to the parameter node, the packaging.
 
 The Qt widget itself only runs inside Slicer (PythonQt/CTK do not exist on PyPI), so these tests read
-the files: the .ui parses; every ``self.ui.X`` the widget code uses exists with the expected class; every
-parameter-node field is bound through ``SlicerParameterName`` to a widget whose class Slicer's GUI
-connectors accept for the field's type; CMake lists every Lib file; requirements have floors, not pins.
+the files: the .ui parses; every ``self.ui.X`` the widget code (the module file and its Qt-side helpers
+``catalog_widget.py`` / ``correction_widget.py``) uses exists with the expected class, in the expected section;
+every parameter-node field is bound through ``SlicerParameterName`` to a widget whose class Slicer's GUI
+connectors accept for the field's type; CMake lists every Lib file; developer reload covers every Slicer-side
+Lib module, dependencies first; requirements have floors, not pins. The pure helpers behind the panel (model
+card HTML, sample-data registration from the cards) are tested on real card files.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -21,6 +25,9 @@ MODULE_DIR = ROOT / "HybridAttentionSeg"
 UI_PATH = MODULE_DIR / "Resources" / "UI" / "HybridAttentionSeg.ui"
 MODULE_PATH = MODULE_DIR / "HybridAttentionSeg.py"
 PARAMETERS_PATH = MODULE_DIR / "HybridAttentionSegLib" / "parameters.py"
+#: files whose ``self.ui.X`` references must exist in the .ui (the module widget and its Qt-side helpers)
+WIDGET_CODE = [MODULE_PATH, MODULE_DIR / "HybridAttentionSegLib" / "catalog_widget.py",
+               MODULE_DIR / "HybridAttentionSegLib" / "correction_widget.py"]
 
 #: every widget the module code may touch, with its class (a new ``self.ui.X`` must be declared here)
 EXPECTED_WIDGETS = {
@@ -42,6 +49,33 @@ EXPECTED_WIDGETS = {
     "applyButton": "QPushButton",
     "progressBar": "QProgressBar",
     "statusLabel": "QLabel",
+    # model catalog (catalog_widget.py)
+    "downloadButton": "QPushButton",
+    "downloadProgressBar": "QProgressBar",
+    "importModelButton": "QToolButton",
+    # correct and review (correction_widget.py)
+    "correctionCollapsibleButton": "ctkCollapsibleButton",
+    "correctionSegmentationSelector": "qMRMLNodeComboBox",
+    "correctionSegmentComboBox": "ctkComboBox",
+    "segmentThresholdSliderWidget": "ctkSliderWidget",
+    "clickMarkupsSelector": "qMRMLNodeComboBox",
+    "clickPlaceWidget": "qSlicerMarkupsPlaceWidget",
+    "clickLabelComboBox": "ctkComboBox",
+    "autoApplyClicksCheckBox": "QCheckBox",
+    "applyClicksButton": "QPushButton",
+    "findRegionsButton": "QPushButton",
+    "nextRegionButton": "QPushButton",
+    "uncertainRegionsTableView": "qMRMLTableView",
+    "undoButton": "QPushButton",
+    "redoButton": "QPushButton",
+    "segmentEditorButton": "QPushButton",
+}
+#: the collapsible section each group of new widgets must sit in
+SECTIONS = {
+    "inputsCollapsibleButton": ["modelComboBox", "downloadButton", "downloadProgressBar", "importModelButton"],
+    "correctionCollapsibleButton": [name for name in EXPECTED_WIDGETS if name.startswith(
+        ("correctionSegment", "segmentThreshold", "click", "autoApply", "applyClicks", "findRegions",
+         "nextRegion", "uncertainRegions", "undo", "redo", "segmentEditor"))],
 }
 QT_CLASSES = {"QWidget", "QLabel", "QPushButton", "QToolButton", "QCheckBox", "QComboBox", "QProgressBar",
               "QTextBrowser"}
@@ -62,14 +96,14 @@ def _property(widget, name):
     return None
 
 
-def _ui_references(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
+def _ui_references(*paths: Path) -> set[str]:
     names = set()
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
-                and node.value.attr == "ui" and isinstance(node.value.value, ast.Name)
-                and node.value.value.id == "self"):
-            names.add(node.attr)
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+                    and node.value.attr == "ui" and isinstance(node.value.value, ast.Name)
+                    and node.value.value.id == "self"):
+                names.add(node.attr)
     return names
 
 
@@ -100,13 +134,48 @@ def test_ui_parses_with_a_qmrmlwidget_root_and_unique_names(ui):
 
 def test_every_widget_the_code_uses_exists_with_the_expected_class(ui):
     _, widgets = ui
-    referenced = _ui_references(MODULE_PATH)
-    assert referenced, "the widget code must use self.ui"
+    for path in WIDGET_CODE:
+        assert _ui_references(path), f"{path.name} must use self.ui"
+    referenced = _ui_references(*WIDGET_CODE)
     undeclared = referenced - set(EXPECTED_WIDGETS)
     assert not undeclared, f"declare these widgets in EXPECTED_WIDGETS: {sorted(undeclared)}"
     for name in referenced:
         assert name in widgets, f"self.ui.{name} is not in {UI_PATH.name}"
         assert widgets[name].get("class") == EXPECTED_WIDGETS[name], name
+    # every new widget is used by the code (a widget nobody binds is dead UI)
+    assert set(EXPECTED_WIDGETS) - referenced <= {
+        "inputVolumeSelector", "modelComboBox", "deviceComboBox", "outputSegmentationSelector",
+        "keepProbabilitiesCheckBox", "attentionMethodComboBox", "targetClassComboBox",
+        "attentionOpacitySliderWidget", "attentionThresholdSliderWidget", "colorMapComboBox", "showLegendCheckBox",
+        "correctionSegmentationSelector", "clickMarkupsSelector", "autoApplyClicksCheckBox",
+    }, "only widgets bound through SlicerParameterName may go unreferenced"
+
+
+def test_new_sections_hold_their_widgets_and_mrml_widgets_get_the_scene(ui):
+    root, widgets = ui
+    for section, names in SECTIONS.items():
+        inside = {w.get("name") for w in widgets[section].iter("widget")}
+        missing = [name for name in names if name not in inside]
+        assert not missing, f"{missing} must be inside {section}"
+    assert len(SECTIONS["correctionCollapsibleButton"]) == 14
+    correction = widgets["correctionCollapsibleButton"]
+    assert _property(correction, "collapsed").findtext("bool") == "true"
+    assert _property(correction, "text").findtext("string") == "Correct and review"
+    # every MRML widget is given the scene by the top-level qMRMLWidget
+    receivers = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
+                 and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    mrml = {name for name, w in widgets.items() if w.get("class") in (
+        "qMRMLNodeComboBox", "qSlicerMarkupsPlaceWidget", "qMRMLTableView")}
+    assert mrml <= receivers, f"connect mrmlSceneChanged -> setMRMLScene for {sorted(mrml - receivers)}"
+    # the region table is read-only and unsorted: a clicked view row is the table row (correction_widget.py)
+    table = widgets["uncertainRegionsTableView"]
+    assert _property(table, "sortingEnabled").findtext("bool") == "false"
+    assert _property(table, "editTriggers").findtext("set") == "QAbstractItemView::NoEditTriggers"
+    slider = widgets["segmentThresholdSliderWidget"]
+    assert float(_property(slider, "maximum").findtext("double")) == 1.0
+    assert float(_property(slider, "singleStep").findtext("double")) <= 0.01
+    assert _property(widgets["downloadButton"], "enabled").findtext("bool") == "false"
 
 
 def test_every_parameter_is_bound_to_a_widget_slicer_can_connect(ui):
@@ -157,6 +226,10 @@ def test_module_file_is_thin_and_free_of_heavy_imports():
 def test_logic_and_worker_import_no_qt():
     lib = MODULE_DIR / "HybridAttentionSegLib"
     for name, forbidden in (("logic.py", {"qt", "ctk", "slicer.ScriptedLoadableModule"}),
+                            ("catalog_logic.py", {"qt", "ctk", "slicer", "vtk", "torch"}),
+                            ("correction.py", {"qt", "ctk", "slicer.ScriptedLoadableModule"}),
+                            ("model_info.py", {"qt", "ctk", "slicer", "vtk", "torch"}),
+                            ("sample_data.py", {"qt", "ctk", "vtk", "torch", "core"}),  # core imports torch
                             ("mrml_outputs.py", {"qt", "ctk", "slicer.ScriptedLoadableModule"}),
                             ("worker.py", {"qt", "ctk", "slicer", "vtk"}),
                             ("worker_client.py", {"qt", "ctk", "slicer", "vtk"})):
@@ -193,6 +266,25 @@ def test_cmake_lists_every_lib_file_and_resource():
     entry = json.loads((ROOT / "Resources" / "HybridAttentionSeg.json").read_text())
     assert entry["build_dependencies"] == ["PyTorch"] and entry["scmurl"].startswith("https://")
     assert {"category", "scmrevision", "$schema"} <= set(entry)
+
+
+def test_developer_reload_covers_every_slicer_side_lib_module_dependencies_first():
+    """``onReload`` re-imports the Slicer-side Lib modules; a module left out keeps running stale code."""
+    tree = ast.parse(MODULE_PATH.read_text())
+    method = next(node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "onReload")
+    loop = next(node for node in ast.walk(method) if isinstance(node, ast.For))
+    order = [element.value for element in loop.iter.elts]
+    lib = MODULE_DIR / "HybridAttentionSegLib"
+    top = {p.stem for p in lib.glob("*.py")} - {"__init__", "worker", "headless", "demo"}  # not in Slicer's GUI
+    assert set(order) == top, f"reload list differs: missing {sorted(top - set(order))}"
+    for position, name in enumerate(order):
+        # module-level imports bind names at import time; imports inside functions always see the fresh module
+        body = [node for node in ast.parse((lib / f"{name}.py").read_text()).body if isinstance(node, ast.ImportFrom)
+                and node.level == 1]
+        imported = {node.module.split(".")[0] for node in body if node.module}
+        imported |= {alias.name for node in body if not node.module for alias in node.names}
+        later = sorted((imported & set(order)) - set(order[:position]))
+        assert not later, f"{name} imports {later}, which the reload list puts after it"
 
 
 def test_requirements_have_floors_not_pins():
@@ -250,3 +342,94 @@ def test_dependency_check_reads_metadata_without_importing():
     was_loaded = "torch" in sys.modules
     DependencyInstaller(requirements=["torch>=2.10", "monai>=1.6"]).missing()
     assert ("torch" in sys.modules) == was_loaded, "checking must not import torch into Slicer's process"
+
+
+def test_model_card_shows_size_download_state_speed_and_memory():
+    from HybridAttentionSegLib import model_info
+
+    card = {"id": "big", "title": "Big", "natural_method": "rollout", "attention_methods": ["rollout"],
+            "labels": [], "license": "Apache-2.0", "inference": {"roi_size": [96, 96, 96]},
+            "weights": {"url": "https://example.org/w.pt", "size_bytes": 231_022_652},
+            "resources": {"parameters": 92_802_478, "weights_mb": 371, "gpu_memory_gb_recommended": 8,
+                          "cpu_ram_gb_recommended": 16, "basis": "estimates <not measured>",
+                          "cpu_measured": {"peak_rss_mb_one_window": 1283, "forward_seconds_one_window": 4.7,
+                                           "conditions": "1 thread"},
+                          "cuda_measured": {"forward_seconds_one_window": 0.05, "peak_mib": 4411.2}}}
+    html = model_info.modelCardHtml(card)
+    assert "92.8 M parameters" in html and "weights 371 MB" in html and "download 231 MB" in html
+    assert "not downloaded yet (231 MB, hash-checked download)" in html
+    assert "<b>Speed (CPU, measured):</b> 4.7 s per 96x96x96 window" in html
+    assert "<b>Speed (CUDA, measured):</b> 0.05 s per 96x96x96 window" in html
+    assert "1,283 MB peak" in html and "4,411 MB peak" in html and "GPU 8 GB, RAM 16 GB" in html
+    assert "estimates &lt;not measured&gt;" in html  # card text is escaped
+    assert "downloaded (in the cache)" in model_info.modelCardHtml({**card, "downloaded": True})
+    bundled = model_info.modelCardHtml({**card, "bundled": True, "downloaded": True})
+    assert "bundled with the extension" in bundled and "download 231 MB" not in bundled
+    no_size = {**card, "weights": {"url": "https://example.org/w.pt"}, "resources": {"weights_mb": 256}}
+    assert model_info.weightsStatus(no_size) == "not downloaded yet (about 256 MB, hash-checked download)"
+    assert model_info.resourcesHtml({"id": "x", "weights": {}}) == ""  # nothing known: nothing shown
+
+
+def _sample_card(model_id, **sample):
+    from helpers_weights import tiny_card
+
+    card = tiny_card("segresnet", model_id, file="weights.safetensors", sha256="0" * 64)
+    card["sample_data"] = sample
+    return card
+
+
+def test_sample_data_from_cards_public_https_with_sha256_only(tmp_path, monkeypatch, caplog):
+    from helpers_weights import write_card
+    from HybridAttentionSegLib import sample_data
+
+    digest = "146af87511520c500a3706b7b2bfb545f40d5d04dd180be3a7a2c6940e447433"
+    url = f"https://github.com/Slicer/SlicerTestingData/releases/download/SHA256/{digest}"
+    (tmp_path / "thumb.png").write_bytes(b"png")
+    good = write_card(tmp_path / "good.json", _sample_card(
+        "ct-a", name="CTA abdomen (Panoramix)", url=url, sha256=digest.upper(), file_name="Panoramix-cropped.nrrd",
+        thumbnail="thumb.png"))
+    both = tmp_path / "list.json"
+    both.write_text(json.dumps([
+        _sample_card("ct-b", name="same file again", url=url, sha256=digest),  # one registration per file
+        _sample_card("plain-http", url="http://example.org/x.nrrd", sha256="a" * 64),
+        _sample_card("no-hash", url="https://example.org/x.nrrd"),
+        _sample_card("local", loader="core.data.mni.load_template"),  # loaded by the worker, not SampleData
+        {**_sample_card("none"), "sample_data": None},
+    ]))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    monkeypatch.setenv("HYBRIDSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HYBRIDSEG_CATALOG", os.pathsep.join([str(good), str(both), str(broken)]))
+    calls = []
+    names = sample_data.registerSampleData(register=lambda **kwargs: calls.append(kwargs))
+    assert names == ["CTA abdomen (Panoramix)"]
+    assert calls == [{"category": "HybridAttentionSeg", "sampleName": "CTA abdomen (Panoramix)", "uris": url,
+                      "fileNames": "Panoramix-cropped.nrrd", "nodeNames": "Panoramix-cropped",
+                      "checksums": f"SHA256:{digest}", "loadFileTypes": "VolumeFile",
+                      "thumbnailFileName": str(tmp_path / "thumb.png")}]
+    logged = caplog.text
+    assert "plain-http" in logged and "no-hash" in logged and "broken.json" in logged
+    assert "'local'" not in logged  # a local sample is not an error
+
+    def failing(**kwargs):
+        raise RuntimeError("SampleData is broken")
+
+    assert sample_data.registerSampleData(register=failing) == []  # never breaks Slicer's startup
+
+
+def test_sample_data_reads_the_same_catalog_files_as_the_core(tmp_path, monkeypatch):
+    from helpers_weights import write_card
+    from HybridAttentionSegLib import sample_data
+    from HybridAttentionSegLib.core import cards
+
+    monkeypatch.setenv("HYBRIDSEG_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "catalog").mkdir(parents=True)
+    write_card(tmp_path / "cache" / "catalog" / "a.json", _sample_card("imported"))
+    monkeypatch.setenv("HYBRIDSEG_CATALOG", str(write_card(tmp_path / "extra.json", _sample_card("extra"))))
+    assert sample_data.cacheDir() == cards.cache_dir()
+    assert sample_data.catalogFiles(["x.json"]) == cards._catalog_files(["x.json"])
+    ids = [card["id"] for card, _path in sample_data.readCards(sample_data.catalogFiles())]
+    assert {"imported", "extra"} <= set(ids) and set(ids) == set(cards.load_catalog())
+    monkeypatch.delenv("HYBRIDSEG_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert sample_data.cacheDir() == cards.cache_dir() == tmp_path / "xdg" / "hybridseg"

@@ -7,8 +7,6 @@ re-verified. ``hybridseg segment`` downloads on first use the same way.
 
 from __future__ import annotations
 
-import sys
-
 from .progress import ProgressBar
 
 

@@ -42,6 +42,8 @@ HEAT_THRESHOLD = 0.2
 #: segmentation fill opacity: segmentation pictures / under a heat map (lighter, so the heat map stays readable)
 FILL_OPACITY = 0.35
 FILL_OPACITY_UNDER_HEAT = 0.12
+#: input intensity above which a voxel counts as foreground when framing the 3D view (the template's brain mask)
+BRAIN_THRESHOLD = 0.2
 
 
 @dataclass
@@ -176,6 +178,24 @@ def _style_segmentation(segmentation_node) -> None:
         display.SetSegmentOpacity3D(segment_id, 0.35 if i < len(ids) - 1 else 1.0)
 
 
+def _foreground_bounds(volume_node, threshold: float) -> list[float]:
+    """RAS bounding box (xmin, xmax, ...) of the voxels above ``threshold``: one 3D framing for every model."""
+    import slicer
+    import vtk
+
+    array = slicer.util.arrayFromVolume(volume_node)  # (K, J, I)
+    kji = np.argwhere(array > threshold)
+    if not len(kji):
+        return None  # nothing above threshold: frame whatever is visible
+    lo, hi = kji.min(0)[::-1], kji.max(0)[::-1]  # (I, J, K)
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    affine = slicer.util.arrayFromVTKMatrix(matrix)
+    corners = np.array([[i, j, k, 1.0] for i in (lo[0], hi[0]) for j in (lo[1], hi[1]) for k in (lo[2], hi[2])])
+    ras = corners @ affine.T
+    return [v for axis in range(3) for v in (ras[:, axis].min(), ras[:, axis].max())]
+
+
 def render_models(runs: list[ModelRun], input_path: Path, out_dir: Path, size: int = VIEW_SIZE,
                  focus_ras=FOCUS_RAS) -> None:
     """Render every model's slice/3D pictures into ``out_dir`` (fills ``run.pictures``); one scene, reused views."""
@@ -190,12 +210,13 @@ def render_models(runs: list[ModelRun], input_path: Path, out_dir: Path, size: i
     try:
         background = app.loadVolume(input_path, "T1")
         color_table = rendering.addPerceptualColorTable(scene, "Inferno")
+        bounds = _foreground_bounds(background, BRAIN_THRESHOLD)
         for view in views.values():
             view.setLayers(background=background)
             view.fitToBackground()
             view.jumpToRAS(focus_ras)
         for run in runs:
-            _render_run(app, run, views, three_d, background, color_table, out_dir)
+            _render_run(app, run, views, three_d, background, color_table, out_dir, bounds)
     finally:
         for view in views.values():
             view.close()
@@ -203,7 +224,7 @@ def render_models(runs: list[ModelRun], input_path: Path, out_dir: Path, size: i
         scene.Clear(True)
 
 
-def _render_run(app, run: ModelRun, views, three_d, background, color_table, out_dir: Path) -> None:
+def _render_run(app, run: ModelRun, views, three_d, background, color_table, out_dir: Path, bounds) -> None:
     from . import rendering
 
     scene = app.scene
@@ -230,7 +251,7 @@ def _render_run(app, run: ModelRun, views, three_d, background, color_table, out
             view.setLayers(background=background, foreground=heat, foregroundOpacity=HEAT_OPACITY)
             run.pictures[f"{method}.{orientation.lower()}"] = view.writePNG(
                 out_dir / f"{stem}.{method}.{orientation.lower()}.png")
-    three_d.resetCamera()
+    three_d.resetCamera(bounds=bounds)
     run.pictures["3d"] = three_d.writePNG(out_dir / f"{stem}.3d.png")
     for view in views.values():
         view.setLayers(background=background)
@@ -240,11 +261,17 @@ def _render_run(app, run: ModelRun, views, three_d, background, color_table, out
 
 
 def compose_montage(runs: list[ModelRun], path: Path, orientation: str = "axial", cell: int = 320) -> Path:
-    """Grid of the pictures: rows = models, columns = segmentation + attention methods, with labels (PIL)."""
+    """Grid of the pictures: rows = models; columns = segmentation, each model's own attention method (gates,
+    rollout...), then the generic methods (grad-cam, uncertainty); labelled, composed with PIL, written atomically.
+    """
     from PIL import Image, ImageDraw, ImageFont
 
-    columns = list(dict.fromkeys(["segmentation", *[m for run in runs for m in run.methods]]))
-    header, left, pad = 36, 230, 4
+    from .core.io import atomic_path
+
+    generic = [m for m in GENERIC_METHODS if any(m in run.methods for run in runs)]
+    own = sorted({run.methods[0] for run in runs if run.methods and run.methods[0] not in GENERIC_METHODS})
+    columns = ["segmentation", *(["own attention (" + " / ".join(own) + ")"] if own else []), *generic]
+    header, left, pad = 36, 240, 4
     width = left + len(columns) * (cell + pad)
     height = header + len(runs) * (cell + pad)
     montage = Image.new("RGB", (width, height), (16, 16, 16))
@@ -256,28 +283,30 @@ def compose_montage(runs: list[ModelRun], path: Path, orientation: str = "axial"
         draw.text((x + cell // 2, header // 2), column, fill=(235, 235, 235), font=font, anchor="mm")
     for r, run in enumerate(runs):
         y = header + r * (cell + pad)
-        draw.text((10, y + 12), run.card.id, fill=(235, 235, 235), font=font)
-        lines = [run.card.architecture, f"{run.seconds:.1f} s"]
+        draw.text((10, y + 12), run.card.id, fill=(235, 235, 235), font=small)
+        lines = [run.card.architecture, f"segmentation + maps: {run.seconds:.1f} s"]
         lines += [f"Dice {name}: {value:.3f}" for name, value in (run.dice or {}).items()]
         for i, line in enumerate(lines):
-            draw.text((10, y + 44 + 20 * i), line, fill=(190, 190, 190), font=small)
-        for c, column in enumerate(columns):
-            picture = run.pictures.get(f"{column}.{orientation}")
+            draw.text((10, y + 40 + 20 * i), line, fill=(190, 190, 190), font=small)
+        row = ["segmentation", *([run.methods[0]] if own else []), *generic]
+        for c, key in enumerate(row):
+            picture = run.pictures.get(f"{key}.{orientation}")
             x = left + c * (cell + pad)
-            if picture is None:
+            if picture is None or (c == 1 and own and key in GENERIC_METHODS):
                 draw.text((x + cell // 2, y + cell // 2), "n/a", fill=(120, 120, 120), font=font, anchor="mm")
                 continue
             with Image.open(picture) as image:
                 montage.paste(image.convert("RGB").resize((cell, cell), Image.LANCZOS), (x, y))
-    montage.save(path)
+            draw.text((x + 6, y + 4), key, fill=(235, 235, 235), font=small)
+    with atomic_path(path) as tmp:
+        montage.save(tmp, format="PNG")
     return Path(path)
 
 
 # ---------------------------------------------------------------------------------------------- the job
 def run_demo(out_dir=DEFAULT_OUT, extra_catalog: list[str] | None = None, models: list[str] | None = None,
-             resolution: int = 2,
-            device: str = "auto", size: int = VIEW_SIZE, render: bool = True,
-            on_model: Callable[[str], None] | None = None) -> DemoReport:
+             resolution: int = 2, device: str = "auto", size: int = VIEW_SIZE, render: bool = True,
+             on_model: Callable[[str], None] | None = None) -> DemoReport:
     """The whole demo: segment the template with every bundled model, write files and pictures.
 
     Args:

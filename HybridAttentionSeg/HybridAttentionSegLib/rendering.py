@@ -256,17 +256,29 @@ class OffscreenThreeDView:
         #: nodes this view added (view node, camera): removed by close()
         self.ownNodeIDs = _nodeIDs(scene) - existing
 
-    def resetCamera(self, direction=(-1.0, 1.0, 0.6), viewUp=(0.0, 0.0, 1.0)) -> None:
-        """Look at the scene's visible props from ``direction`` (RAS, from the focal point to the camera)."""
-        self.renderer.ResetCamera()
+    def resetCamera(self, direction=(-1.0, 1.0, 0.6), viewUp=(0.0, 0.0, 1.0), zoom: float = 1.2,
+                    bounds=None) -> None:
+        """Look from ``direction`` (RAS, focal point to camera) at ``bounds`` or at all visible props.
+
+        Args:
+            direction: view direction, from the focal point towards the camera (RAS).
+            viewUp: screen-up direction (RAS).
+            zoom: > 1 fills more of the view than VTK's reset (which fits the bounding sphere).
+            bounds: (xmin, xmax, ymin, ymax, zmin, zmax) in RAS mm to frame (default: visible props), e.g.
+                the same box for several segmentations so that their pictures compare.
+        """
+        self.render()  # the displayable managers create their actors on render
         camera = self.renderer.GetActiveCamera()
-        focal = np.array(camera.GetFocalPoint())
-        distance = camera.GetDistance()
         direction = np.asarray(direction, dtype=float)
         direction /= np.linalg.norm(direction)
-        camera.SetPosition(*(focal + direction * distance))
+        camera.SetFocalPoint(0.0, 0.0, 0.0)
+        camera.SetPosition(*direction)
         camera.SetViewUp(*viewUp)
-        self.renderer.ResetCamera()
+        if bounds is not None:
+            self.renderer.ResetCamera(*[float(b) for b in bounds])
+        else:
+            self.renderer.ResetCamera()
+        camera.Zoom(float(zoom))
         self.renderer.ResetCameraClippingRange()
 
     def render(self) -> None:

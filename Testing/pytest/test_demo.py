@@ -33,7 +33,10 @@ SMALL_ID = "test-demo-attention-unet"
 
 @pytest.fixture
 def small_card(tmp_path, monkeypatch):
-    """A tiny Attention U-Net card with seeded random weights (safetensors next to the card)."""
+    """A tiny Attention U-Net card with seeded random weights (safetensors next to the card).
+
+    It works on a 4 mm grid (one sliding window), so the engine maps every output back to the 2 mm input grid.
+    """
     from safetensors.torch import save_file
 
     monkeypatch.setenv("HYBRIDSEG_CACHE", str(tmp_path / "cache"))  # no user catalog from the machine
@@ -48,7 +51,7 @@ def small_card(tmp_path, monkeypatch):
     card = {
         "id": SMALL_ID, "title": "test demo model", "architecture": {"name": spec.name, "kwargs": spec.tiny_kwargs},
         "input": {"channels": 1}, "labels": [dict(label) for label in mni.TISSUE_LABELS],
-        "preprocessing": {"orientation": "RAS", "spacing": [2.0, 2.0, 2.0],
+        "preprocessing": {"orientation": "RAS", "spacing": [4.0, 4.0, 4.0],
                           "intensity": {"method": "zscore", "nonzero": True}},
         "inference": {"roi_size": roi, "overlap": 0.0},
         "weights": {"file": weights.name, "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),

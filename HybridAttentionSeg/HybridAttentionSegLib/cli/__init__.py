@@ -34,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "Also read from HYBRIDSEG_CATALOG (os.pathsep-separated)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as err:  # TEMPORARY during parallel development; removed at integration
-            if err.name != f"{__name__}.{name}":
-                raise
-            continue
-        module.add_parser(subparsers)
+        importlib.import_module(f"{__name__}.{name}").add_parser(subparsers)
     return parser
 
 

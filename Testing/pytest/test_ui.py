@@ -382,8 +382,8 @@ def test_sample_data_from_cards_public_https_with_sha256_only(tmp_path, monkeypa
     from helpers_weights import write_card
     from HybridAttentionSegLib import sample_data
 
-    digest = "146af87511520c500a3706b7b2bfb545f40d5d04dd180be3a7a2c6940e447433"
-    url = f"https://github.com/Slicer/SlicerTestingData/releases/download/SHA256/{digest}"
+    digest = "5e" * 32  # not the built-in abdominal CT cards' file (they register theirs too)
+    url = f"https://example.org/SHA256/{digest}"
     (tmp_path / "thumb.png").write_bytes(b"png")
     good = write_card(tmp_path / "good.json", _sample_card(
         "ct-a", name="CTA abdomen (Panoramix)", url=url, sha256=digest.upper(), file_name="Panoramix-cropped.nrrd",
@@ -402,11 +402,13 @@ def test_sample_data_from_cards_public_https_with_sha256_only(tmp_path, monkeypa
     monkeypatch.setenv("HYBRIDSEG_CATALOG", os.pathsep.join([str(good), str(both), str(broken)]))
     calls = []
     names = sample_data.registerSampleData(register=lambda **kwargs: calls.append(kwargs))
-    assert names == ["CTA abdomen (Panoramix)"]
-    assert calls == [{"category": "HybridAttentionSeg", "sampleName": "CTA abdomen (Panoramix)", "uris": url,
-                      "fileNames": "Panoramix-cropped.nrrd", "nodeNames": "Panoramix-cropped",
-                      "checksums": f"SHA256:{digest}", "loadFileTypes": "VolumeFile",
-                      "thumbnailFileName": str(tmp_path / "thumb.png")}]
+    assert "CTA abdomen (Panoramix)" in names and "same file again" not in names
+    assert "Panoramix abdominal CTA (cropped)" in names  # the built-in swin-unetr-btcv / unetr-btcv sample, once
+    assert {"category": "HybridAttentionSeg", "sampleName": "CTA abdomen (Panoramix)", "uris": url,
+            "fileNames": "Panoramix-cropped.nrrd", "nodeNames": "Panoramix-cropped",
+            "checksums": f"SHA256:{digest}", "loadFileTypes": "VolumeFile",
+            "thumbnailFileName": str(tmp_path / "thumb.png")} in calls
+    assert len(calls) == len(names) == 2
     logged = caplog.text
     assert "plain-http" in logged and "no-hash" in logged and "broken.json" in logged
     assert "'local'" not in logged  # a local sample is not an error

@@ -19,6 +19,7 @@ import os
 import platform
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,8 +104,33 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({model or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+@contextmanager
+def torch_settings(threads: int | None):
+    """Use ``threads`` CPU threads and deterministic algorithms inside; restore both on exit.
+
+    Tests share the process, and on a busy 2-core machine more threads than free cores make convolutions
+    several times slower, so the thread count also applies to the evaluation.
+    """
+    previous = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        if threads:
+            torch.set_num_threads(int(threads))
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        yield
+    finally:
+        torch.set_num_threads(previous)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
 def train_model(config: TrainConfig) -> tuple[torch.nn.Module, dict]:
     """Train and return ``(model, info)``; ``info`` has the loss history, wall time and device name."""
+    with torch_settings(config.threads):
+        return _train(config)
+
+
+def _train(config: TrainConfig) -> tuple[torch.nn.Module, dict]:
     from monai.losses import DiceCELoss
     from monai.utils import set_determinism
     from tqdm import tqdm
@@ -113,13 +139,10 @@ def train_model(config: TrainConfig) -> tuple[torch.nn.Module, dict]:
     from .engine import resolve_device
     from .registry import get_architecture
 
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
     device = resolve_device(config.device)
     spec = get_architecture(config.architecture)
     spec.constraints.check_roi(config.patch)
     set_determinism(seed=config.seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     out_channels = 1 + max(label["value"] for label in mni.TISSUE_LABELS)
     model = spec.build(1, out_channels, tuple(config.patch), **config.kwargs).to(device)
     batches = TissueBatches(config.patch, INTENSITY, config.seed, config.resolution, config.augment)
@@ -138,7 +161,7 @@ def train_model(config: TrainConfig) -> tuple[torch.nn.Module, dict]:
             loss.backward()
             optimizer.step()
             scheduler.step()
-            history.append(float(loss))
+            history.append(loss.item())
             bar.update(1)
             if step % 10 == 0 or step == config.steps - 1:
                 bar.set_postfix(loss=f"{np.mean(history[-10:]):.4f}")
@@ -157,7 +180,11 @@ def save_weights(model: torch.nn.Module, path: Path, metadata: dict) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+    # one metadata key: safetensors writes several in hash-map order, which varies between processes
+    save_file(state, str(tmp), metadata={"hybridseg": json.dumps(metadata, sort_keys=True)})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file owner-only
     os.replace(tmp, path)
     size = path.stat().st_size
     if size > MAX_WEIGHTS_BYTES:
@@ -210,15 +237,19 @@ def _metrics(scores: dict, kind: str, source: str) -> list[dict]:
 
 def run_training(config: TrainConfig, out_dir: Path) -> dict:
     """Train, write ``<id>.safetensors`` and ``<id>.json`` in ``out_dir``, and return the card dict."""
+    with torch_settings(config.threads):
+        return _run_training(config, Path(out_dir))
+
+
+def _run_training(config: TrainConfig, out_dir: Path) -> dict:
     import monai
 
     from .cards import ModelCard
 
-    out_dir = Path(out_dir)
     model, info = train_model(config)
     weights = save_weights(model, out_dir / f"{config.model_id}.safetensors",
                            {"id": config.model_id, "architecture": config.architecture,
-                            "kwargs": json.dumps(config.kwargs, sort_keys=True), "seed": config.seed})
+                            "kwargs": config.kwargs, "seed": config.seed})
     date = datetime.date.today().isoformat()
     training = {
         "data": "MNI152 2009 T1 template shipped by nilearn, "

@@ -88,7 +88,10 @@ def run(args) -> int:
     try:
         spec.constraints.check_roi(config.patch)
     except ValueError as err:
-        raise UserInputError(f"{err} (--patch)") from err
+        limits = spec.constraints
+        message = (f"--patch {' '.join(map(str, config.patch))} does not suit {spec.name}: every side must be a "
+                   f"multiple of {limits.divisor} and at least {limits.min_size}; e.g. --patch 64 64 48")
+        raise UserInputError(message) from err
     card = run_training(config, Path(args.out_dir))
     dice = ", ".join(f"{m['label']} {m['value']:.3f}" for m in card["metrics"] if m["name"] == "dice")
     print(f"{card['id']}: held-out Dice {dice}; wall time {card['training']['wall_time_s']} s "

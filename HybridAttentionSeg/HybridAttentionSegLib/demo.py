@@ -284,7 +284,7 @@ def compose_montage(runs: list[ModelRun], path: Path, orientation: str = "axial"
     for r, run in enumerate(runs):
         y = header + r * (cell + pad)
         draw.text((10, y + 12), run.card.id, fill=(235, 235, 235), font=small)
-        lines = [run.card.architecture, f"segmentation + maps: {run.seconds:.1f} s"]
+        lines = [run.card.architecture]  # no timings here: they depend on the machine (see the table)
         lines += [f"Dice {name}: {value:.3f}" for name, value in (run.dice or {}).items()]
         for i, line in enumerate(lines):
             draw.text((10, y + 40 + 20 * i), line, fill=(190, 190, 190), font=small)

@@ -10,7 +10,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--model", required=True, help="model id")
     parser.add_argument("--shape", default="128,128,128", help="synthetic volume shape D,H,W")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--repeats", type=int, default=1, help="timed repeats (best is reported)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timed repeats (best is reported)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=run)
 

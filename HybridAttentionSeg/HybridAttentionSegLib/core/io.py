@@ -153,8 +153,11 @@ def atomic_path(path: str | os.PathLike):
     suffix = "".join(path.suffixes)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results get the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

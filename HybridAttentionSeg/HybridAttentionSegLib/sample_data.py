@@ -20,37 +20,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 from urllib.parse import urlparse
+
+from .core.paths import catalog_files
 
 logger = logging.getLogger(__name__)
 
 CATEGORY = "HybridAttentionSeg"
 MODULE_DIR = Path(__file__).resolve().parents[1]
-MODELS_DIR = MODULE_DIR / "Resources" / "Models"
 DEFAULT_THUMBNAIL = MODULE_DIR / "Resources" / "Icons" / "HybridAttentionSeg.png"
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-
-
-def cacheDir() -> Path:
-    """``HYBRIDSEG_CACHE``, else ``$XDG_CACHE_HOME/hybridseg`` or ``~/.cache/hybridseg`` (as core.cards)."""
-    env = os.environ.get("HYBRIDSEG_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
-    return Path(base) / "hybridseg"
-
-
-def catalogFiles(extra: list[str] | None = None) -> list[Path]:
-    """Built-in cards, then the user catalog (imported models), then ``HYBRIDSEG_CATALOG`` and ``extra``."""
-    files = sorted(p for p in MODELS_DIR.glob("*.json") if not p.name.endswith(".schema.json"))
-    userCatalog = cacheDir() / "catalog"
-    if userCatalog.is_dir():
-        files += sorted(userCatalog.glob("*.json"))
-    files += [Path(p) for p in os.environ.get("HYBRIDSEG_CATALOG", "").split(os.pathsep) if p]
-    return files + [Path(p) for p in (extra or [])]
 
 
 def readCards(files) -> list[tuple[dict, Path]]:
@@ -110,7 +91,7 @@ def registerSampleData(extra: list[str] | None = None, register=None) -> list[st
             import SampleData  # Slicer's scripted module: exists only inside the application
 
             register = SampleData.SampleDataLogic.registerCustomSampleDataSource
-        sources = sampleDataSources(readCards(catalogFiles(extra)))
+        sources = sampleDataSources(readCards(catalog_files(extra)))
         for source in sources:
             register(**source)
     except Exception:  # noqa: BLE001 - logged; the module works without its sample data

@@ -15,6 +15,8 @@ import ast
 import json
 import os
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -229,7 +231,7 @@ def test_logic_and_worker_import_no_qt():
                             ("catalog_logic.py", {"qt", "ctk", "slicer", "vtk", "torch"}),
                             ("correction.py", {"qt", "ctk", "slicer.ScriptedLoadableModule"}),
                             ("model_info.py", {"qt", "ctk", "slicer", "vtk", "torch"}),
-                            ("sample_data.py", {"qt", "ctk", "vtk", "torch", "core"}),  # core imports torch
+                            ("sample_data.py", {"qt", "ctk", "vtk", "torch"}),  # torch-free at run time: tested below
                             ("mrml_outputs.py", {"qt", "ctk", "slicer.ScriptedLoadableModule"}),
                             ("worker.py", {"qt", "ctk", "slicer", "vtk"}),
                             ("worker_client.py", {"qt", "ctk", "slicer", "vtk"})):
@@ -422,16 +424,19 @@ def test_sample_data_from_cards_public_https_with_sha256_only(tmp_path, monkeypa
 def test_sample_data_reads_the_same_catalog_files_as_the_core(tmp_path, monkeypatch):
     from helpers_weights import write_card
     from HybridAttentionSegLib import sample_data
-    from HybridAttentionSegLib.core import cards
+    from HybridAttentionSegLib.core import cards, paths
 
     monkeypatch.setenv("HYBRIDSEG_CACHE", str(tmp_path / "cache"))
     (tmp_path / "cache" / "catalog").mkdir(parents=True)
     write_card(tmp_path / "cache" / "catalog" / "a.json", _sample_card("imported"))
     monkeypatch.setenv("HYBRIDSEG_CATALOG", str(write_card(tmp_path / "extra.json", _sample_card("extra"))))
-    assert sample_data.cacheDir() == cards.cache_dir()
-    assert sample_data.catalogFiles(["x.json"]) == cards._catalog_files(["x.json"])
-    ids = [card["id"] for card, _path in sample_data.readCards(sample_data.catalogFiles())]
+    ids = [card["id"] for card, _path in sample_data.readCards(paths.catalog_files())]
     assert {"imported", "extra"} <= set(ids) and set(ids) == set(cards.load_catalog())
     monkeypatch.delenv("HYBRIDSEG_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert sample_data.cacheDir() == cards.cache_dir() == tmp_path / "xdg" / "hybridseg"
+    assert paths.cache_dir() == tmp_path / "xdg" / "hybridseg"
+
+
+def test_sample_data_does_not_import_torch():
+    code = "import sys; import HybridAttentionSegLib.sample_data; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

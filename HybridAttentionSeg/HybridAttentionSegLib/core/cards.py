@@ -16,34 +16,18 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from .errors import UserInputError
 from .names import unknown_name_error
+from .paths import MODELS_DIR, SCHEMA_PATH, cache_dir, catalog_files, user_catalog_dir  # noqa: F401 (re-export)
 from .registry import get_architecture
 
 logger = logging.getLogger(__name__)
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
-SCHEMA_PATH = MODELS_DIR / "model-card.schema.json"
 DERIVED_FIELDS = ("attention_methods", "bundled", "downloaded", "card_path")
-
-
-def cache_dir() -> Path:
-    """Cache folder: ``HYBRIDSEG_CACHE`` or the user's cache dir (``~/.cache/hybridseg``)."""
-    env = os.environ.get("HYBRIDSEG_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
-    return Path(base) / "hybridseg"
-
-
-def user_catalog_dir() -> Path:
-    """Where imported models' cards live."""
-    return cache_dir() / "catalog"
 
 
 @lru_cache(maxsize=1)
@@ -245,21 +229,10 @@ def load_card_file(path: Path) -> list[ModelCard]:
     return [ModelCard.from_dict(item, path) for item in items]
 
 
-def _catalog_files(extra: list[str] | None) -> list[Path]:
-    files = sorted(p for p in MODELS_DIR.glob("*.json") if p.name != SCHEMA_PATH.name)
-    user_dir = user_catalog_dir()
-    if user_dir.is_dir():
-        files += sorted(user_dir.glob("*.json"))
-    env = os.environ.get("HYBRIDSEG_CATALOG", "")
-    files += [Path(p) for p in env.split(os.pathsep) if p]
-    files += [Path(p) for p in (extra or [])]
-    return files
-
-
 def load_catalog(extra: list[str] | None = None) -> dict[str, ModelCard]:
     """The catalog: id -> card, built-ins first, then the user catalog, then extra files."""
     catalog: dict[str, ModelCard] = {}
-    for path in _catalog_files(extra):
+    for path in catalog_files(extra):
         for card in load_card_file(path):
             catalog[card.id] = card
     return catalog

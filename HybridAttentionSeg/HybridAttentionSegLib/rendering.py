@@ -100,7 +100,26 @@ def writeWindowPNG(window: vtk.vtkRenderWindow, path) -> str:
     return str(path)
 
 
-class OffscreenSliceView:
+class _OffscreenView:
+    """What every offscreen view shares: subclasses set ``self.window`` and implement :meth:`render`."""
+
+    window: vtk.vtkRenderWindow
+
+    def render(self) -> None:
+        raise NotImplementedError
+
+    def capture(self) -> np.ndarray:
+        """Render and return the view as an (H, W, 3) uint8 array."""
+        self.render()
+        return captureWindow(self.window)
+
+    def writePNG(self, path) -> str:
+        """Render and write the view to ``path`` (PNG)."""
+        self.render()
+        return writeWindowPNG(self.window, path)
+
+
+class OffscreenSliceView(_OffscreenView):
     """A Slicer slice view rendered offscreen (slice logic + slice displayable managers).
 
     Args:
@@ -204,16 +223,6 @@ class OffscreenSliceView:
         self.displayableManagers.RequestRender()
         self.window.Render()
 
-    def capture(self) -> np.ndarray:
-        """Render and return the view as an (H, W, 3) uint8 array."""
-        self.render()
-        return captureWindow(self.window)
-
-    def writePNG(self, path) -> str:
-        """Render and write the view to ``path`` (PNG)."""
-        self.render()
-        return writeWindowPNG(self.window, path)
-
     def close(self) -> None:
         """Release the OpenGL context, unregister the slice logic and remove the nodes this view added."""
         self.displayableManagers.SetMRMLDisplayableNode(None)
@@ -224,7 +233,7 @@ class OffscreenSliceView:
         self.window.Finalize()
 
 
-class OffscreenThreeDView:
+class OffscreenThreeDView(_OffscreenView):
     """A Slicer 3D view rendered offscreen (view node + 3D displayable managers: segmentation surfaces).
 
     Args:
@@ -285,16 +294,6 @@ class OffscreenThreeDView:
         """Render the current scene state."""
         self.displayableManagers.RequestRender()
         self.window.Render()
-
-    def capture(self) -> np.ndarray:
-        """Render and return the view as an (H, W, 3) uint8 array."""
-        self.render()
-        return captureWindow(self.window)
-
-    def writePNG(self, path) -> str:
-        """Render and write the view to ``path`` (PNG)."""
-        self.render()
-        return writeWindowPNG(self.window, path)
 
     def close(self) -> None:
         """Release the OpenGL context and remove the nodes this view added."""

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-
 from HybridAttentionSegLib.core.cards import ModelCard
 from HybridAttentionSegLib.core.volume import Volume, ijk_to_ras
+from torch import nn
 
 LABELS = [
     {"value": 1, "name": "Gray matter", "color": [0.9, 0.7, 0.3],
@@ -42,9 +41,8 @@ def card_dict(architecture="attention_unet", kwargs=None, roi=(32, 32, 32), spac
 
 def write_random_weights_card(tmp_path: Path, architecture: str, kwargs: dict, roi, **card_kwargs) -> Path:
     """Build ``architecture`` with random weights, save safetensors + card in ``tmp_path``; return the card."""
-    from safetensors.torch import save_file
-
     from HybridAttentionSegLib.core.engine import build_model
+    from safetensors.torch import save_file
 
     card = ModelCard.from_dict(card_dict(architecture, kwargs, roi, **card_kwargs))
     torch.manual_seed(0)

@@ -6,7 +6,6 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-
 from HybridAttentionSegLib.cli import main
 from synthetic import write_random_weights_card
 

@@ -7,7 +7,6 @@ that needs several sliding windows, and every map must be finite, in [0, 1] and 
 
 import numpy as np
 import pytest
-
 from HybridAttentionSegLib.core.cards import load_card_file
 from HybridAttentionSegLib.core.engine import Segmenter, count_windows
 from HybridAttentionSegLib.core.errors import CancelledError, UnsupportedMethodError

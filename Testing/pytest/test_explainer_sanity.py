@@ -7,7 +7,6 @@ not the model. And "where did the model look for *this* structure" must depend o
 import numpy as np
 import pytest
 import torch
-
 from HybridAttentionSegLib.core.cards import load_catalog
 from HybridAttentionSegLib.core.data.mni import load_template
 from HybridAttentionSegLib.core.engine import Segmenter, build_model

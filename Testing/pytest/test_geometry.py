@@ -8,7 +8,6 @@ import itertools
 
 import numpy as np
 import pytest
-
 from HybridAttentionSegLib.core.cards import ModelCard
 from HybridAttentionSegLib.core.engine import Segmenter
 from synthetic import ThresholdNet, card_dict, centroid, rotation, sphere_volume
@@ -70,7 +69,6 @@ def test_no_resampling_when_spacing_matches():
 def test_sigmoid_region_card_paints_regions_in_order():
     """Region-based (sigmoid, BraTS-style) cards: nested regions painted in card order, no background channel."""
     import torch
-
     from HybridAttentionSegLib.core.engine import decide
 
     data = card_dict("attention_unet", roi=(32, 32, 32))

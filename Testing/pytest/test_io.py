@@ -2,7 +2,6 @@
 
 import numpy as np
 import SimpleITK as sitk
-
 from HybridAttentionSegLib.core.io import read_volume, write_scalar_nrrd
 
 

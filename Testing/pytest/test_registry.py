@@ -4,12 +4,15 @@ import dataclasses
 import json
 
 import pytest
-
 from HybridAttentionSegLib.cli import main
 from HybridAttentionSegLib.core import registry
 from HybridAttentionSegLib.core.errors import UnknownNameError
 from HybridAttentionSegLib.core.registry import (
-    ATTENTION_METHODS, get_architecture, list_architectures, register_architecture)
+    ATTENTION_METHODS,
+    get_architecture,
+    list_architectures,
+    register_architecture,
+)
 
 REQUIRED = {"unetr", "swin_unetr", "attention_unet", "transunet", "cnn_self_attention", "segresnet"}
 

@@ -360,3 +360,16 @@ def test_sample_data_loads_on_the_templates_grid(headless_app, logic, tiny_catal
     np.testing.assert_allclose(_matrix(sample), _matrix(reference), atol=1e-5)
     np.testing.assert_allclose(slicer.util.arrayFromVolume(sample), slicer.util.arrayFromVolume(reference),
                                atol=1e-6)
+
+
+def test_bundled_models_ship_their_sample_volume(headless_app, logic, mni_file):
+    """The in-Slicer self-test needs sample data without nilearn: the demo cards ship the template as NRRD."""
+    from HybridAttentionSegLib.core.cards import get_card
+
+    for modelId in ("mni-tissue-attention-unet", "mni-tissue-transunet"):
+        card = get_card(modelId)
+        assert (card.path.parent / card.data["sample_data"]["file"]).is_file()
+        sample = logic.loadSampleData(modelId, headless_app.scene)
+        reference = headless_app.loadVolume(mni_file, "T1")
+        assert sample.GetImageData().GetDimensions() == reference.GetImageData().GetDimensions()
+        np.testing.assert_allclose(_matrix(sample), _matrix(reference), atol=1e-5)

@@ -1,6 +1,6 @@
 """A public sample volume per model, registered with Slicer's Sample Data module from the model cards.
 
-A card may name one (``docs/model-cards.md``)::
+A card may name one (``Resources/docs/model-cards.md``)::
 
     "sample_data": {"name": "CTA abdomen (Panoramix)", "url": "https://...", "sha256": "<64 hex digits>",
                     "file_name": "Panoramix-cropped.nrrd", "thumbnail": "panoramix.png"}

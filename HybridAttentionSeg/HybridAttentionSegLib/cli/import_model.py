@@ -2,7 +2,7 @@
 
 PATH is a safetensors file or a PyTorch state dict (both need ``--card``), or a MONAI bundle folder / zip /
 tar (``--card`` optional, overriding what the bundle says). Files that can carry code (TorchScript,
-torch.package, .pt2, pickles with code) and unsafe archives are refused. See docs/model-cards.md.
+torch.package, .pt2, pickles with code) and unsafe archives are refused. See Resources/docs/model-cards.md.
 """
 
 from __future__ import annotations

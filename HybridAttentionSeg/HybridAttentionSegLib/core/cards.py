@@ -1,7 +1,7 @@
 """Model cards (JSON data) and the catalog.
 
 A model card is a JSON object validated against ``Resources/Models/model-card.schema.json``
-(documented in ``docs/model-cards.md``). The catalog is the union of
+(documented in ``Resources/docs/model-cards.md``). The catalog is the union of
 
 1. the built-in cards in ``HybridAttentionSeg/Resources/Models/*.json``,
 2. the user catalog (models added with ``hybridseg import-model``) in ``<cache>/catalog/*.json``,
@@ -43,7 +43,8 @@ def validate_card_dict(data: dict, source: str = "card") -> None:
         jsonschema.validate(data, _schema())
     except jsonschema.ValidationError as err:
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-        message = f"invalid model card {source}: {where}: {err.message}; fix the card (schema: docs/model-cards.md)"
+        message = (f"invalid model card {source}: {where}: {err.message}; "
+                   "fix the card (schema: Resources/docs/model-cards.md)")
         raise UserInputError(message) from err
     get_architecture(data["architecture"]["name"])
     values = [label["value"] for label in data["labels"]]

@@ -206,8 +206,8 @@ def build_card(config: TrainConfig, weights: dict, training: dict, metrics: list
         "description": (
             f"Demo model trained by the project ({spec.family}: {spec.description}). Segments grey and white "
             "matter in skull-stripped T1-weighted brain MRI. Trained only on the MNI152 2009 template shipped "
-            "by nilearn (labels derived from its GM/WM probability maps, see docs/demo-data.md) with intensity, "
-            "bias-field and deformation augmentation; validated on a held-out axial slab."),
+            "by nilearn (labels derived from its GM/WM probability maps, see Resources/docs/demo-data.md) with "
+            "intensity, bias-field and deformation augmentation; validated on a held-out axial slab."),
         "architecture": {"name": config.architecture, "kwargs": dict(config.kwargs)},
         "input": {"channels": 1, "modalities": ["MR T1w (skull-stripped)"]},
         "labels": [dict(label) for label in mni.TISSUE_LABELS],
@@ -253,7 +253,7 @@ def _run_training(config: TrainConfig, out_dir: Path) -> dict:
     date = datetime.date.today().isoformat()
     training = {
         "data": "MNI152 2009 T1 template shipped by nilearn, "
-                f"{config.resolution} mm; labels and held-out slab: docs/demo-data.md",
+                f"{config.resolution} mm; labels and held-out slab: Resources/docs/demo-data.md",
         "training_region": f"k < {mni.heldout_first_slice(config.resolution)} (RAS z < {mni.HELDOUT_Z_MIN_MM:g} mm)",
         "device": info["device"], "date": date, "steps": config.steps, "batch_size": config.batch_size,
         "patch": list(config.patch), "seed": config.seed, "optimizer": "AdamW",

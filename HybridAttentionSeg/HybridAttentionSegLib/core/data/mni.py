@@ -1,7 +1,7 @@
 """The MNI152 2009 T1 template (as shipped by nilearn) and a derived grey/white-matter tissue task.
 
 Everything here is loaded offline from files inside the nilearn package (``nilearn.datasets.load_mni152_*``);
-nilearn is an optional dependency (the ``demo`` extra). The exact rules, documented in ``docs/demo-data.md``:
+nilearn is an optional dependency (the ``demo`` extra). The exact rules, documented in ``Resources/docs/demo-data.md``:
 
 * **Image**: ``load_mni152_template(resolution)`` (skull-stripped T1, scaled by nilearn to [0, 1]; the 2 mm
   version is nilearn's resampling of the 1 mm one). Values with ``|x| < 1e-6`` are set to exactly 0:

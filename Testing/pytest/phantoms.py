@@ -35,13 +35,23 @@ class Phantom:
         return self.probabilities.argmax(0).astype(np.uint8)
 
 
+def distance_mm(shape, centre, spacing) -> np.ndarray:
+    """Distance in mm of every voxel of ``shape`` from voxel-index ``centre`` on an axis-aligned grid."""
+    grids = np.ogrid[tuple(slice(0, n) for n in shape)]
+    return np.sqrt(sum(((g - c) * s) ** 2 for g, c, s in zip(grids, centre, spacing, strict=True)))
+
+
+def ball(shape, centre, radius_mm, spacing) -> np.ndarray:
+    """Boolean ball of ``radius_mm`` around voxel-index ``centre``."""
+    return distance_mm(shape, centre, spacing) <= radius_mm
+
+
 def make_phantom(shape=(48, 48, 40), spacing=(1.0, 1.0, 1.25), seed: int = 0) -> Phantom:
     """The phantom on an axis-aligned grid with the given spacing, centred at RAS (0, 0, 0)."""
     rng = np.random.default_rng(seed)
     spacing = tuple(float(s) for s in spacing)
-    grids = np.ogrid[tuple(slice(0, n) for n in shape)]
     centre = [(n - 1) / 2.0 for n in shape]
-    radius = np.sqrt(sum(((g - c) * s) ** 2 for g, c, s in zip(grids, centre, spacing, strict=False)))
+    radius = distance_mm(shape, centre, spacing)
     reference = np.zeros(shape, np.uint8)
     reference[radius <= 18.0] = 1
     reference[radius <= 10.0] = 2

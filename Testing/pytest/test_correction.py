@@ -11,7 +11,7 @@ import pytest
 from HybridAttentionSegLib.core.io import write_scalar_nrrd, write_segmentation_nrrd
 from HybridAttentionSegLib.core.refine import Click, apply_clicks, threshold_segment
 from HybridAttentionSegLib.core.volume import ijk_to_ras
-from phantoms import LABELS, make_phantom
+from phantoms import LABELS, ball, make_phantom
 
 MODEL = "phantom-model"
 CHUNK_CENTRE = (12, 24, 20)  # inside the shell
@@ -21,11 +21,6 @@ BLOB_CENTRE = (3, 24, 20)  # background next to the shell
 @pytest.fixture(scope="module")
 def phantom():
     return make_phantom()
-
-
-def _ball(shape, centre, radius_mm, spacing):
-    grids = np.ogrid[tuple(slice(0, n) for n in shape)]
-    return sum(((g - c) * s) ** 2 for g, c, s in zip(grids, centre, spacing, strict=False)) <= radius_mm ** 2
 
 
 def _build(app, tmp_path, phantom, labelmap, probabilities=None):
@@ -89,7 +84,7 @@ def test_threshold_slider_matches_the_core_rule_and_is_one_undo_step(headless_ap
 
 
 def test_clicks_from_markups_restore_a_missing_chunk_replay_and_undo(headless_app, tmp_path, phantom, logic):
-    chunk = _ball(phantom.reference.shape, CHUNK_CENTRE, 6.0, phantom.spacing) & (phantom.labelmap == 1)
+    chunk = ball(phantom.reference.shape, CHUNK_CENTRE, 6.0, phantom.spacing) & (phantom.labelmap == 1)
     broken = phantom.labelmap.copy()
     broken[chunk] = 0
     probabilities = phantom.probabilities.copy()
@@ -119,7 +114,7 @@ def test_clicks_from_markups_restore_a_missing_chunk_replay_and_undo(headless_ap
 def test_background_click_and_click_labels(headless_app, tmp_path, phantom, logic):
     from HybridAttentionSegLib.correction import CLICK_LABEL_ATTRIBUTE
 
-    blob = _ball(phantom.reference.shape, BLOB_CENTRE, 5.0, phantom.spacing) & (phantom.labelmap == 0)
+    blob = ball(phantom.reference.shape, BLOB_CENTRE, 5.0, phantom.spacing) & (phantom.labelmap == 0)
     labelmap = phantom.labelmap.copy()
     labelmap[blob] = 1
     probabilities = phantom.probabilities.copy()  # the model 'saw' the blob
@@ -141,7 +136,7 @@ def test_uncertain_regions_table_and_next_region(headless_app, tmp_path, phantom
     from HybridAttentionSegLib.correction import REGION_COLUMNS
 
     probabilities = phantom.probabilities.copy()
-    unsure = _ball(phantom.reference.shape, (24, 24, 20), 4.0, phantom.spacing)  # inside the core
+    unsure = ball(phantom.reference.shape, (24, 24, 20), 4.0, phantom.spacing)  # inside the core
     probabilities[:, unsure] = np.array([0.2, 0.35, 0.45], np.float32)[:, None]
     volume, segmentation = _build(headless_app, tmp_path, phantom, phantom.labelmap, probabilities)
     table = logic.uncertainRegionsTable(segmentation)

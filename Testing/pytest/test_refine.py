@@ -16,7 +16,7 @@ from HybridAttentionSegLib.core.errors import UserInputError
 from HybridAttentionSegLib.core.io import read_segmentation_nrrd, write_scalar_nrrd, write_segmentation_nrrd
 from HybridAttentionSegLib.core.refine import Click, apply_clicks, click_from_ras, threshold_segment
 from HybridAttentionSegLib.core.volume import ijk_to_ras
-from phantoms import LABELS, make_phantom
+from phantoms import LABELS, ball, make_phantom
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +24,9 @@ def phantom():
     return make_phantom()
 
 
-def _ball(shape, centre, radius_mm, spacing):
-    grids = np.ogrid[tuple(slice(0, n) for n in shape)]
-    return sum(((g - c) * s) ** 2 for g, c, s in zip(grids, centre, spacing, strict=False)) <= radius_mm ** 2
-
-
 def _remove_chunk(phantom, centre, radius_mm, value):
     """Labelmap and probabilities with a ball of ``value`` missing (the model 'did not see' it)."""
-    chunk = _ball(phantom.reference.shape, centre, radius_mm, phantom.spacing) & (phantom.labelmap == value)
+    chunk = ball(phantom.reference.shape, centre, radius_mm, phantom.spacing) & (phantom.labelmap == value)
     labelmap = phantom.labelmap.copy()
     labelmap[chunk] = 0
     probabilities = phantom.probabilities.copy()
@@ -84,8 +79,8 @@ def test_click_inside_a_missing_chunk_restores_it(phantom):
 
 
 def test_background_click_removes_a_false_blob_but_not_the_structure_it_touches(phantom):
-    blob = _ball(phantom.reference.shape, (3, 24, 20), 5.0, phantom.spacing) & (phantom.labelmap == 0)
-    assert (_ball(phantom.reference.shape, (3, 24, 20), 5.5, phantom.spacing) & (phantom.labelmap == 1)).any()
+    blob = ball(phantom.reference.shape, (3, 24, 20), 5.0, phantom.spacing) & (phantom.labelmap == 0)
+    assert (ball(phantom.reference.shape, (3, 24, 20), 5.5, phantom.spacing) & (phantom.labelmap == 1)).any()
     labelmap = phantom.labelmap.copy()
     labelmap[blob] = 1
     probabilities = phantom.probabilities.copy()

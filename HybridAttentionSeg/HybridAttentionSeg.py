@@ -15,15 +15,15 @@ import time
 import qt
 import slicer
 import vtk
-from HybridAttentionSegLib import model_info
-from HybridAttentionSegLib.catalog_widget import CatalogPanel
-from HybridAttentionSegLib.correction_widget import CorrectionPanel
-from HybridAttentionSegLib.install import DependencyInstaller, InstallError
-from HybridAttentionSegLib.logic import HybridAttentionSegLogic as MRMLLogic
-from HybridAttentionSegLib.logic import ProcessEvent
-from HybridAttentionSegLib.parameters import HybridAttentionSegParameterNode, connectGui, disconnectGui, fillCombo
-from HybridAttentionSegLib.sample_data import registerSampleData
-from HybridAttentionSegLib.worker_client import WorkerError
+from HybridAttentionSegLib.gui import model_info
+from HybridAttentionSegLib.gui.catalog_panel import CatalogPanel
+from HybridAttentionSegLib.gui.correction_panel import CorrectionPanel
+from HybridAttentionSegLib.gui.install import DependencyInstaller, InstallError
+from HybridAttentionSegLib.gui.parameters import HybridAttentionSegParameterNode, connectGui, disconnectGui, fillCombo
+from HybridAttentionSegLib.mrml.logic import HybridAttentionSegLogic as MRMLLogic
+from HybridAttentionSegLib.mrml.logic import ProcessEvent
+from HybridAttentionSegLib.mrml.sample_data import registerSampleData
+from HybridAttentionSegLib.worker.client import WorkerError
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.ScriptedLoadableModule import (
@@ -329,8 +329,10 @@ class HybridAttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         if self.logic is not None:
             self.logic.shutdown()
         # the Slicer-side files only, dependencies first; the core runs in the worker, which restarts anyway
-        for name in ("worker_client", "model_info", "install", "rendering", "mrml_outputs", "correction",
-                     "catalog_logic", "logic", "parameters", "sample_data", "catalog_widget", "correction_widget"):
+        # Dependencies first (worker -> mrml -> gui), so every module is reloaded after the ones it imports.
+        for name in ("worker.client", "mrml.events", "mrml.rendering", "mrml.outputs", "mrml.correction_masks",
+                     "mrml.correction", "mrml.catalog_logic", "mrml.logic", "mrml.sample_data", "gui.model_info",
+                     "gui.install", "gui.parameters", "gui.catalog_panel", "gui.correction_panel"):
             module = sys.modules.get(f"HybridAttentionSegLib.{name}")
             if module is not None:
                 importlib.reload(module)

@@ -11,7 +11,7 @@ __all__ = ["HybridAttentionSegLogic"]
 
 def __getattr__(name):
     if name == "HybridAttentionSegLogic":
-        from .logic import HybridAttentionSegLogic
+        from .mrml.logic import HybridAttentionSegLogic
 
         return HybridAttentionSegLogic
     message = f"module {__name__!r} has no attribute {name!r}"

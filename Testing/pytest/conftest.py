@@ -23,7 +23,7 @@ if str(ROOT / "HybridAttentionSeg") not in sys.path:
 def headless_app():
     """A function-scoped :class:`HybridAttentionSegLib.headless.HeadlessSlicer` (skips without slicer-core)."""
     pytest.importorskip("slicer", reason="slicer-core is not installed (pip install slicer-core)")
-    from HybridAttentionSegLib.headless import HeadlessSlicer
+    from HybridAttentionSegLib.mrml.headless import HeadlessSlicer
 
     app = HeadlessSlicer()
     yield app

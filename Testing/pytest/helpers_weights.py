@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import torch
-from HybridAttentionSegLib.core.registry import get_architecture
+from HybridAttentionSegLib.core.models.registry import get_architecture
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from HybridAttentionSegLib.core.cards import ModelCard
-from HybridAttentionSegLib.core.volume import Volume, ijk_to_ras
+from HybridAttentionSegLib.core.inference.volume import Volume, ijk_to_ras
+from HybridAttentionSegLib.core.models.cards import ModelCard
 from torch import nn
 
 LABELS = [
@@ -41,7 +41,7 @@ def card_dict(architecture="attention_unet", kwargs=None, roi=(32, 32, 32), spac
 
 def write_random_weights_card(tmp_path: Path, architecture: str, kwargs: dict, roi, **card_kwargs) -> Path:
     """Build ``architecture`` with random weights, save safetensors + card in ``tmp_path``; return the card."""
-    from HybridAttentionSegLib.core.engine import build_model
+    from HybridAttentionSegLib.core.inference.engine import build_model
     from safetensors.torch import save_file
 
     card = ModelCard.from_dict(card_dict(architecture, kwargs, roi, **card_kwargs))

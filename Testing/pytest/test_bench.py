@@ -7,8 +7,8 @@ Timing is reported, never asserted; what is asserted is that both pipelines prod
 import json
 
 from HybridAttentionSegLib.cli import main
-from HybridAttentionSegLib.core.bench import run_bench
-from HybridAttentionSegLib.core.cards import load_card_file
+from HybridAttentionSegLib.core.inference.bench import run_bench
+from HybridAttentionSegLib.core.models.cards import load_card_file
 from synthetic import write_random_weights_card
 
 

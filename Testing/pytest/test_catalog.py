@@ -15,7 +15,7 @@ import torch
 from helpers_weights import torch_bytes
 from HybridAttentionSegLib.cli import main
 from HybridAttentionSegLib.core import weights as wt
-from HybridAttentionSegLib.core.cards import (
+from HybridAttentionSegLib.core.models.cards import (
     MODELS_DIR,
     SCHEMA_PATH,
     ModelCard,

@@ -22,8 +22,8 @@ torch = pytest.importorskip("torch")
 
 from helpers_weights import build, http_server, sha256, tiny_card, write_card  # noqa: E402
 from HybridAttentionSegLib.core.errors import ChecksumError, UserInputError  # noqa: E402
-from HybridAttentionSegLib.logic import HybridAttentionSegLogic, ProcessEvent  # noqa: E402
-from HybridAttentionSegLib.worker_client import WorkerClient  # noqa: E402
+from HybridAttentionSegLib.mrml.logic import HybridAttentionSegLogic, ProcessEvent  # noqa: E402
+from HybridAttentionSegLib.worker.client import WorkerClient  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def test_constant_volume_gives_empty_segmentation_and_notice(tmp_path, catalog, 
     captured = capsys.readouterr()
     assert rc == 0
     assert "constant" in captured.err
-    from HybridAttentionSegLib.core.io import read_segmentation_nrrd
+    from HybridAttentionSegLib.core.inference.io import read_segmentation_nrrd
 
     labelmap, _, segments = read_segmentation_nrrd(tmp_path / "out" / "flat.seg.nrrd")
     assert labelmap.shape == (24, 24, 24) and not labelmap.any()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from HybridAttentionSegLib.core.io import write_scalar_nrrd, write_segmentation_nrrd
-from HybridAttentionSegLib.core.refine import Click, apply_clicks, threshold_segment
-from HybridAttentionSegLib.core.volume import ijk_to_ras
+from HybridAttentionSegLib.core.correction.refine import Click, apply_clicks, threshold_segment
+from HybridAttentionSegLib.core.inference.io import write_scalar_nrrd, write_segmentation_nrrd
+from HybridAttentionSegLib.core.inference.volume import ijk_to_ras
 from phantoms import LABELS, ball, make_phantom
 
 MODEL = "phantom-model"
@@ -26,7 +26,7 @@ def phantom():
 def _build(app, tmp_path, phantom, labelmap, probabilities=None):
     """Image, segmentation and probability nodes from files, as the Logic imports a result."""
     import slicer
-    from HybridAttentionSegLib import mrml_outputs as outputs
+    from HybridAttentionSegLib.mrml import outputs
 
     scene = app.scene
     image = write_scalar_nrrd(tmp_path / "image.nrrd", phantom.image, phantom.affine)
@@ -46,7 +46,7 @@ def _build(app, tmp_path, phantom, labelmap, probabilities=None):
 def _mask(segmentation, value, volume):
     """(I, J, K) bool mask of the segment with label ``value``."""
     import slicer
-    from HybridAttentionSegLib import mrml_outputs as outputs
+    from HybridAttentionSegLib.mrml import outputs
 
     array = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, outputs.segmentId(MODEL, value), volume)
     return array.transpose(2, 1, 0) > 0
@@ -59,13 +59,13 @@ def _ras(phantom, ijk):
 @pytest.fixture
 def logic():
     pytest.importorskip("slicer")
-    from HybridAttentionSegLib.correction import CorrectionLogic
+    from HybridAttentionSegLib.mrml.correction import CorrectionLogic
 
     return CorrectionLogic()
 
 
 def test_threshold_slider_matches_the_core_rule_and_is_one_undo_step(headless_app, tmp_path, phantom, logic):
-    from HybridAttentionSegLib import mrml_outputs as outputs
+    from HybridAttentionSegLib.mrml import outputs
 
     volume, segmentation = _build(headless_app, tmp_path, phantom, phantom.labelmap)
     coreId = outputs.segmentId(MODEL, 2)
@@ -112,7 +112,7 @@ def test_clicks_from_markups_restore_a_missing_chunk_replay_and_undo(headless_ap
 
 
 def test_background_click_and_click_labels(headless_app, tmp_path, phantom, logic):
-    from HybridAttentionSegLib.correction import CLICK_LABEL_ATTRIBUTE
+    from HybridAttentionSegLib.mrml.correction import CLICK_LABEL_ATTRIBUTE
 
     blob = ball(phantom.reference.shape, BLOB_CENTRE, 5.0, phantom.spacing) & (phantom.labelmap == 0)
     labelmap = phantom.labelmap.copy()
@@ -133,7 +133,7 @@ def test_background_click_and_click_labels(headless_app, tmp_path, phantom, logi
 
 def test_uncertain_regions_table_and_next_region(headless_app, tmp_path, phantom, logic):
     import slicer
-    from HybridAttentionSegLib.correction import REGION_COLUMNS
+    from HybridAttentionSegLib.mrml.correction_masks import REGION_COLUMNS
 
     probabilities = phantom.probabilities.copy()
     unsure = ball(phantom.reference.shape, (24, 24, 20), 4.0, phantom.spacing)  # inside the core
@@ -159,7 +159,7 @@ def test_uncertain_regions_table_and_next_region(headless_app, tmp_path, phantom
 
 
 def test_open_segment_editor_sets_its_parameter_node(headless_app, tmp_path, phantom, logic):
-    from HybridAttentionSegLib import mrml_outputs as outputs
+    from HybridAttentionSegLib.mrml import outputs
 
     volume, segmentation = _build(headless_app, tmp_path, phantom, phantom.labelmap)
     editor = logic.openSegmentEditor(segmentation, segmentId=outputs.segmentId(MODEL, 2))
@@ -171,7 +171,7 @@ def test_open_segment_editor_sets_its_parameter_node(headless_app, tmp_path, pha
 
 def test_a_segmentation_file_loaded_by_slicer_uses_label_values(headless_app, tmp_path, phantom, logic):
     import slicer
-    from HybridAttentionSegLib import mrml_outputs as outputs
+    from HybridAttentionSegLib.mrml import outputs
 
     volume, _ = _build(headless_app, tmp_path, phantom, phantom.labelmap)
     loaded = headless_app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "loaded")

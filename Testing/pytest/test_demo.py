@@ -20,11 +20,11 @@ pytest.importorskip("nilearn", reason="the MNI152 template needs nilearn (demo e
 
 import nrrd  # noqa: E402
 import torch  # noqa: E402
-from HybridAttentionSegLib import demo, rendering  # noqa: E402
 from HybridAttentionSegLib.cli import main  # noqa: E402
 from HybridAttentionSegLib.core.data import mni  # noqa: E402
-from HybridAttentionSegLib.core.io import affine_from_nrrd_header  # noqa: E402
-from HybridAttentionSegLib.core.registry import get_architecture  # noqa: E402
+from HybridAttentionSegLib.core.inference.io import affine_from_nrrd_header  # noqa: E402
+from HybridAttentionSegLib.core.models.registry import get_architecture  # noqa: E402
+from HybridAttentionSegLib.mrml import demo, rendering  # noqa: E402
 from PIL import Image  # noqa: E402
 
 SIZE = 256

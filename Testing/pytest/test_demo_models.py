@@ -11,9 +11,9 @@ import hashlib
 
 import pytest
 from HybridAttentionSegLib.cli import main
-from HybridAttentionSegLib.core.cards import MODELS_DIR, load_card_file
 from HybridAttentionSegLib.core.data import mni
-from HybridAttentionSegLib.core.training import evaluate_heldout
+from HybridAttentionSegLib.core.models.cards import MODELS_DIR, load_card_file
+from HybridAttentionSegLib.core.training.trainer import evaluate_heldout
 
 TARGET_DICE = 0.85
 TOLERANCE = 0.01

@@ -11,8 +11,8 @@ import pytest
 import torch
 from helpers_weights import build, closed_port_url, http_server, sha256, tiny_card, torch_bytes, write_card
 from HybridAttentionSegLib.cli import main
-from HybridAttentionSegLib.core.cards import ModelCard
 from HybridAttentionSegLib.core.errors import ChecksumError, DownloadError, WeightsError
+from HybridAttentionSegLib.core.models.cards import ModelCard
 from HybridAttentionSegLib.core.weights import (
     load_model_weights,
     load_state_dict_for_card,
@@ -221,7 +221,7 @@ def test_archive_member_download(payload, cache):
 
 def test_engine_downloads_on_first_use(payload, cache):
     """`Segmenter(card)` (what `hybridseg segment` builds) downloads missing weights once, then reuses."""
-    from HybridAttentionSegLib.core.engine import Segmenter
+    from HybridAttentionSegLib.core.inference.engine import Segmenter
 
     state, data = payload
     with http_server({"model.pt": data}) as server:

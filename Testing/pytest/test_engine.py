@@ -7,11 +7,11 @@ that needs several sliding windows, and every map must be finite, in [0, 1] and 
 
 import numpy as np
 import pytest
-from HybridAttentionSegLib.core.cards import load_card_file
-from HybridAttentionSegLib.core.engine import Segmenter, count_windows
 from HybridAttentionSegLib.core.errors import CancelledError, UnsupportedMethodError
-from HybridAttentionSegLib.core.registry import ATTENTION_METHODS, list_architectures
-from HybridAttentionSegLib.core.volume import Volume
+from HybridAttentionSegLib.core.inference.engine import Segmenter, count_windows
+from HybridAttentionSegLib.core.inference.volume import Volume
+from HybridAttentionSegLib.core.models.cards import load_card_file
+from HybridAttentionSegLib.core.models.registry import ATTENTION_METHODS, list_architectures
 from synthetic import write_random_weights_card
 
 SPECS = list_architectures()

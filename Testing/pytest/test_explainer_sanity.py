@@ -7,10 +7,10 @@ not the model. And "where did the model look for *this* structure" must depend o
 import numpy as np
 import pytest
 import torch
-from HybridAttentionSegLib.core.cards import load_catalog
 from HybridAttentionSegLib.core.data.mni import load_template
-from HybridAttentionSegLib.core.engine import Segmenter, build_model
-from HybridAttentionSegLib.core.volume import Volume
+from HybridAttentionSegLib.core.inference.engine import Segmenter, build_model
+from HybridAttentionSegLib.core.inference.volume import Volume
+from HybridAttentionSegLib.core.models.cards import load_catalog
 
 DEMO_CARDS = [card for card in load_catalog().values() if card.bundled and card.id.startswith("mni-tissue-")]
 

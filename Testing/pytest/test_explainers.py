@@ -15,11 +15,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from HybridAttentionSegLib.core.errors import UnsupportedMethodError
-from HybridAttentionSegLib.core.explainers import WINDOW_EXPLAINERS
-from HybridAttentionSegLib.core.explainers.gradcam import GradCAMExplainer
-from HybridAttentionSegLib.core.explainers.rollout import RolloutExplainer, SegmentAttentionExplainer
-from HybridAttentionSegLib.core.explainers.window_attention import WindowAttentionExplainer
-from HybridAttentionSegLib.core.registry import get_architecture, list_architectures
+from HybridAttentionSegLib.core.explain import WINDOW_EXPLAINERS
+from HybridAttentionSegLib.core.explain.gradcam import GradCAMExplainer
+from HybridAttentionSegLib.core.explain.rollout import RolloutExplainer, SegmentAttentionExplainer
+from HybridAttentionSegLib.core.explain.window_attention import WindowAttentionExplainer
+from HybridAttentionSegLib.core.models.registry import get_architecture, list_architectures
 from monai.networks.nets.swin_unetr import get_window_size, window_partition
 
 OUT = 3
@@ -74,7 +74,7 @@ def test_every_declared_method_gives_a_map(spec, method):
 
 @pytest.mark.parametrize("spec", list_architectures(), ids=lambda s: s.name)
 def test_undeclared_methods_are_refused(spec):
-    from HybridAttentionSegLib.core.registry import check_method
+    from HybridAttentionSegLib.core.models.registry import check_method
 
     model = _tiny(spec)
     for method in set(WINDOW_EXPLAINERS) - set(spec.attention_methods):

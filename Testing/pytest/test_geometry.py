@@ -8,8 +8,8 @@ import itertools
 
 import numpy as np
 import pytest
-from HybridAttentionSegLib.core.cards import ModelCard
-from HybridAttentionSegLib.core.engine import Segmenter
+from HybridAttentionSegLib.core.inference.engine import Segmenter
+from HybridAttentionSegLib.core.models.cards import ModelCard
 from synthetic import ThresholdNet, card_dict, centroid, rotation, sphere_volume
 
 PERMUTATIONS = list(itertools.permutations(range(3)))
@@ -69,7 +69,7 @@ def test_no_resampling_when_spacing_matches():
 def test_sigmoid_region_card_paints_regions_in_order():
     """Region-based (sigmoid, BraTS-style) cards: nested regions painted in card order, no background channel."""
     import torch
-    from HybridAttentionSegLib.core.engine import decide
+    from HybridAttentionSegLib.core.inference.engine import decide
 
     data = card_dict("attention_unet", roi=(32, 32, 32))
     data["labels"] = data["labels"] + [{"value": 3, "name": "Core", "color": [1, 0, 0]}]

@@ -19,11 +19,11 @@ import pytest
 import torch
 from helpers_weights import MarkerPayload, build, tiny_card, torch_bytes, write_card
 from HybridAttentionSegLib.cli import main
-from HybridAttentionSegLib.core import archive as arc
-from HybridAttentionSegLib.core.cards import load_catalog, user_catalog_dir
 from HybridAttentionSegLib.core.errors import UnsafeModelError, UserInputError, WeightsError
-from HybridAttentionSegLib.core.importer import import_model, models_dir
+from HybridAttentionSegLib.core.models.cards import load_catalog, user_catalog_dir
+from HybridAttentionSegLib.core.weights import archive as arc
 from HybridAttentionSegLib.core.weights import load_model_weights
+from HybridAttentionSegLib.core.weights.importer import import_model, models_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 

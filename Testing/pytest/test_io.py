@@ -2,7 +2,7 @@
 
 import numpy as np
 import SimpleITK as sitk
-from HybridAttentionSegLib.core.io import read_volume, write_scalar_nrrd
+from HybridAttentionSegLib.core.inference.io import read_volume, write_scalar_nrrd
 
 
 def _image():

@@ -22,10 +22,10 @@ import slicer  # noqa: E402
 import vtk  # noqa: E402
 from HybridAttentionSegLib import HybridAttentionSegLogic  # noqa: E402  (the package's lazy export)
 from HybridAttentionSegLib.core.errors import CancelledError, UserInputError  # noqa: E402
-from HybridAttentionSegLib.core.io import terminology_entry  # noqa: E402
-from HybridAttentionSegLib.logic import ProcessEvent  # noqa: E402
-from HybridAttentionSegLib.mrml_outputs import segmentId  # noqa: E402
-from HybridAttentionSegLib.worker_client import STOP_TIMEOUT_S, WorkerClient, WorkerError  # noqa: E402
+from HybridAttentionSegLib.core.inference.io import terminology_entry  # noqa: E402
+from HybridAttentionSegLib.mrml.logic import ProcessEvent  # noqa: E402
+from HybridAttentionSegLib.mrml.outputs import segmentId  # noqa: E402
+from HybridAttentionSegLib.worker.client import STOP_TIMEOUT_S, WorkerClient, WorkerError  # noqa: E402
 from synthetic import LABELS  # noqa: E402
 
 
@@ -291,7 +291,7 @@ def test_offscreen_views_show_the_logic_overlays(headless_app, logic, mni_file, 
     managers (:mod:`rendering`): pixels inside the brain change when the overlays are on. PNGs go to
     ``HYBRIDSEG_SCREENSHOT_DIR`` if set (e.g. ``Resources/Screenshots``), else to the test's tmp folder;
     ``HYBRIDSEG_RENDER_MODEL`` picks a catalog model (default: the tiny random-weight one)."""
-    from HybridAttentionSegLib import rendering
+    from HybridAttentionSegLib.mrml import rendering
 
     out = tmp_path if not os.environ.get("HYBRIDSEG_SCREENSHOT_DIR") else \
         __import__("pathlib").Path(os.environ["HYBRIDSEG_SCREENSHOT_DIR"])
@@ -364,7 +364,7 @@ def test_sample_data_loads_on_the_templates_grid(headless_app, logic, tiny_catal
 
 def test_bundled_models_ship_their_sample_volume(headless_app, logic, mni_file):
     """The in-Slicer self-test needs sample data without nilearn: the demo cards ship the template as NRRD."""
-    from HybridAttentionSegLib.core.cards import get_card
+    from HybridAttentionSegLib.core.models.cards import get_card
 
     for modelId in ("mni-tissue-attention-unet", "mni-tissue-transunet"):
         card = get_card(modelId)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from HybridAttentionSegLib.core.networks import CNNSelfAttention3D, TransUNet3D
-from HybridAttentionSegLib.core.registry import list_architectures
+from HybridAttentionSegLib.core.models.networks import CNNSelfAttention3D, TransUNet3D
+from HybridAttentionSegLib.core.models.registry import list_architectures
 
 SPECS = list_architectures()
 OUT = 3

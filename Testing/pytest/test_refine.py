@@ -11,11 +11,11 @@ import json
 import numpy as np
 import pytest
 from HybridAttentionSegLib import cli
-from HybridAttentionSegLib.core import click_eval
+from HybridAttentionSegLib.core.correction import click_eval
+from HybridAttentionSegLib.core.correction.refine import Click, apply_clicks, click_from_ras, threshold_segment
 from HybridAttentionSegLib.core.errors import UserInputError
-from HybridAttentionSegLib.core.io import read_segmentation_nrrd, write_scalar_nrrd, write_segmentation_nrrd
-from HybridAttentionSegLib.core.refine import Click, apply_clicks, click_from_ras, threshold_segment
-from HybridAttentionSegLib.core.volume import ijk_to_ras
+from HybridAttentionSegLib.core.inference.io import read_segmentation_nrrd, write_scalar_nrrd, write_segmentation_nrrd
+from HybridAttentionSegLib.core.inference.volume import ijk_to_ras
 from phantoms import LABELS, ball, make_phantom
 
 

@@ -5,9 +5,9 @@ import json
 
 import pytest
 from HybridAttentionSegLib.cli import main
-from HybridAttentionSegLib.core import registry
 from HybridAttentionSegLib.core.errors import UnknownNameError
-from HybridAttentionSegLib.core.registry import (
+from HybridAttentionSegLib.core.models import registry
+from HybridAttentionSegLib.core.models.registry import (
     ATTENTION_METHODS,
     get_architecture,
     list_architectures,

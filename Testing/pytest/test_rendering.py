@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("slicer", reason="slicer-core is not installed")
 pytest.importorskip("nilearn", reason="the MNI152 template needs nilearn (demo extra)")
 
-from HybridAttentionSegLib import rendering  # noqa: E402
 from HybridAttentionSegLib.core.data import mni  # noqa: E402
-from HybridAttentionSegLib.core.io import write_scalar_nrrd, write_segmentation_nrrd  # noqa: E402
+from HybridAttentionSegLib.core.inference.io import write_scalar_nrrd, write_segmentation_nrrd  # noqa: E402
+from HybridAttentionSegLib.mrml import rendering  # noqa: E402
 
 SIZE = 256
 FOCUS = (-24.0, -12.0, 14.0)

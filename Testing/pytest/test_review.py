@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from HybridAttentionSegLib.core.review import entropy, uncertain_regions
+from HybridAttentionSegLib.core.correction.review import entropy, uncertain_regions
 
 LABELS = [{"value": 1, "name": "Liver"}, {"value": 2, "name": "Spleen"}]
 

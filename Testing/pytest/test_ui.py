@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[2]
 MODULE_DIR = ROOT / "HybridAttentionSeg"
 UI_PATH = MODULE_DIR / "Resources" / "UI" / "HybridAttentionSeg.ui"
 MODULE_PATH = MODULE_DIR / "HybridAttentionSeg.py"
-PARAMETERS_PATH = MODULE_DIR / "HybridAttentionSegLib" / "parameters.py"
+PARAMETERS_PATH = MODULE_DIR / "HybridAttentionSegLib" / "gui" / "parameters.py"
 #: files whose ``self.ui.X`` references must exist in the .ui (the module widget and its Qt-side helpers)
-WIDGET_CODE = [MODULE_PATH, MODULE_DIR / "HybridAttentionSegLib" / "catalog_widget.py",
-               MODULE_DIR / "HybridAttentionSegLib" / "correction_widget.py"]
+WIDGET_CODE = [MODULE_PATH, MODULE_DIR / "HybridAttentionSegLib" / "gui" / "catalog_panel.py",
+               MODULE_DIR / "HybridAttentionSegLib" / "gui" / "correction_panel.py"]
 
 #: every widget the module code may touch, with its class (a new ``self.ui.X`` must be declared here)
 EXPECTED_WIDGETS = {
@@ -227,14 +227,14 @@ def test_module_file_is_thin_and_free_of_heavy_imports():
 
 def test_logic_and_worker_import_no_qt():
     lib = MODULE_DIR / "HybridAttentionSegLib"
-    for name, forbidden in (("logic.py", {"qt", "ctk", "slicer.ScriptedLoadableModule"}),
-                            ("catalog_logic.py", {"qt", "ctk", "slicer", "vtk", "torch"}),
-                            ("correction.py", {"qt", "ctk", "slicer.ScriptedLoadableModule"}),
-                            ("model_info.py", {"qt", "ctk", "slicer", "vtk", "torch"}),
-                            ("sample_data.py", {"qt", "ctk", "vtk", "torch"}),  # torch-free at run time: tested below
-                            ("mrml_outputs.py", {"qt", "ctk", "slicer.ScriptedLoadableModule"}),
-                            ("worker.py", {"qt", "ctk", "slicer", "vtk"}),
-                            ("worker_client.py", {"qt", "ctk", "slicer", "vtk"})):
+    for name, forbidden in (("mrml/logic.py", {"qt", "ctk", "slicer.ScriptedLoadableModule"}),
+                            ("mrml/catalog_logic.py", {"qt", "ctk", "slicer", "vtk", "torch"}),
+                            ("mrml/correction.py", {"qt", "ctk", "slicer.ScriptedLoadableModule"}),
+                            ("gui/model_info.py", {"qt", "ctk", "slicer", "vtk", "torch"}),
+                            ("mrml/sample_data.py", {"qt", "ctk", "vtk", "torch"}),  # torch-free: tested below
+                            ("mrml/outputs.py", {"qt", "ctk", "slicer.ScriptedLoadableModule"}),
+                            ("worker/server.py", {"qt", "ctk", "slicer", "vtk"}),
+                            ("worker/client.py", {"qt", "ctk", "slicer", "vtk"})):
         tree = ast.parse((lib / name).read_text())
         modules = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
                    for alias in node.names}
@@ -277,20 +277,28 @@ def test_developer_reload_covers_every_slicer_side_lib_module_dependencies_first
     loop = next(node for node in ast.walk(method) if isinstance(node, ast.For))
     order = [element.value for element in loop.iter.elts]
     lib = MODULE_DIR / "HybridAttentionSegLib"
-    top = {p.stem for p in lib.glob("*.py")} - {"__init__", "worker", "headless", "demo"}  # not in Slicer's GUI
-    assert set(order) == top, f"reload list differs: missing {sorted(top - set(order))}"
+    not_in_gui = {"mrml.headless", "mrml.demo", "worker.server", "worker.__main__"}
+    slicerSide = {".".join(p.relative_to(lib).with_suffix("").parts) for folder in ("mrml", "gui", "worker")
+                  for p in (lib / folder).glob("*.py") if p.name != "__init__.py"} - not_in_gui
+    assert set(order) == slicerSide, f"reload list differs: missing {sorted(slicerSide - set(order))}"
     for position, name in enumerate(order):
         # module-level imports bind names at import time; imports inside functions always see the fresh module
-        body = [node for node in ast.parse((lib / f"{name}.py").read_text()).body if isinstance(node, ast.ImportFrom)
-                and node.level == 1]
-        imported = {node.module.split(".")[0] for node in body if node.module}
-        imported |= {alias.name for node in body if not node.module for alias in node.names}
+        package = name.split(".")[0]
+        body = [node for node in ast.parse((lib / f"{name.replace('.', '/')}.py").read_text()).body
+                if isinstance(node, ast.ImportFrom) and node.level in (1, 2)]
+        imported = set()
+        for node in body:
+            base = package if node.level == 1 else ""
+            if node.module:
+                imported.add(".".join(filter(None, (base, node.module))))
+            else:
+                imported |= {".".join(filter(None, (base, alias.name))) for alias in node.names}
         later = sorted((imported & set(order)) - set(order[:position]))
         assert not later, f"{name} imports {later}, which the reload list puts after it"
 
 
 def test_requirements_have_floors_not_pins():
-    from HybridAttentionSegLib.install import readRequirements, requirementName
+    from HybridAttentionSegLib.gui.install import readRequirements, requirementName
 
     requirements = readRequirements()
     names = {requirementName(r).lower() for r in requirements}
@@ -317,7 +325,7 @@ ENVIRONMENT = {
 
 
 def test_panel_choices_show_gpu_names_memory_and_natural_methods():
-    from HybridAttentionSegLib import model_info
+    from HybridAttentionSegLib.gui import model_info
 
     assert model_info.modelChoices(ENVIRONMENT) == [("A (a-model)", "a-model"),
                                                    ("B <b>bold</b> (b-model)", "b-model")]
@@ -337,7 +345,7 @@ def test_panel_choices_show_gpu_names_memory_and_natural_methods():
 def test_dependency_check_reads_metadata_without_importing():
     import sys
 
-    from HybridAttentionSegLib.install import DependencyInstaller, missingRequirements
+    from HybridAttentionSegLib.gui.install import DependencyInstaller, missingRequirements
 
     assert missingRequirements(["numpy>=1.0", "numpy>=999", "surely-not-installed-hybridseg>=1"]) == [
         "numpy>=999", "surely-not-installed-hybridseg>=1"]
@@ -347,7 +355,7 @@ def test_dependency_check_reads_metadata_without_importing():
 
 
 def test_model_card_shows_size_download_state_speed_and_memory():
-    from HybridAttentionSegLib import model_info
+    from HybridAttentionSegLib.gui import model_info
 
     card = {"id": "big", "title": "Big", "natural_method": "rollout", "attention_methods": ["rollout"],
             "labels": [], "license": "Apache-2.0", "inference": {"roi_size": [96, 96, 96]},
@@ -382,7 +390,7 @@ def _sample_card(model_id, **sample):
 
 def test_sample_data_from_cards_public_https_with_sha256_only(tmp_path, monkeypatch, caplog):
     from helpers_weights import write_card
-    from HybridAttentionSegLib import sample_data
+    from HybridAttentionSegLib.mrml import sample_data
 
     digest = "5e" * 32  # not the built-in abdominal CT cards' file (they register theirs too)
     url = f"https://example.org/SHA256/{digest}"
@@ -423,8 +431,9 @@ def test_sample_data_from_cards_public_https_with_sha256_only(tmp_path, monkeypa
 
 def test_sample_data_reads_the_same_catalog_files_as_the_core(tmp_path, monkeypatch):
     from helpers_weights import write_card
-    from HybridAttentionSegLib import sample_data
-    from HybridAttentionSegLib.core import cards, paths
+    from HybridAttentionSegLib.core import paths
+    from HybridAttentionSegLib.core.models import cards
+    from HybridAttentionSegLib.mrml import sample_data
 
     monkeypatch.setenv("HYBRIDSEG_CACHE", str(tmp_path / "cache"))
     (tmp_path / "cache" / "catalog").mkdir(parents=True)
@@ -438,5 +447,5 @@ def test_sample_data_reads_the_same_catalog_files_as_the_core(tmp_path, monkeypa
 
 
 def test_sample_data_does_not_import_torch():
-    code = "import sys; import HybridAttentionSegLib.sample_data; sys.exit('torch' in sys.modules)"
+    code = "import sys; import HybridAttentionSegLib.mrml.sample_data; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

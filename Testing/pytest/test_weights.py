@@ -13,8 +13,8 @@ import pytest
 import torch
 from helpers_weights import MarkerPayload, build, sha256, tiny_card, torch_bytes
 from HybridAttentionSegLib.core import weights as wt
-from HybridAttentionSegLib.core.cards import SCHEMA_PATH, load_card_file
 from HybridAttentionSegLib.core.errors import ChecksumError, UnsafeModelError, WeightsError
+from HybridAttentionSegLib.core.models.cards import SCHEMA_PATH, load_card_file
 
 
 @pytest.fixture(autouse=True)
@@ -210,7 +210,7 @@ def test_torchscript_and_version_gate(tmp_path, monkeypatch):
     with pytest.raises(UnsafeModelError, match="TorchScript"):
         wt.load_model_weights(loaded, build(card))
     # torch older than the patched floor: .pt loading is refused, safetensors still works
-    monkeypatch.setattr(wt, "MIN_TORCH_FOR_PICKLE", "99.0")
+    monkeypatch.setattr(wt.load, "MIN_TORCH_FOR_PICKLE", "99.0")
     plain = _card_with_file(tmp_path, card, torch_bytes(model.state_dict()), name="ok.pt")
     with pytest.raises(WeightsError, match="needs torch >= 99.0"):
         wt.load_model_weights(plain, build(card))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from HybridAttentionSegLib.worker_client import STOP_TIMEOUT_S, WorkerClient
+from HybridAttentionSegLib.worker.client import STOP_TIMEOUT_S, WorkerClient
 
 pytest.importorskip("torch")
 
@@ -77,7 +77,7 @@ def test_info_lists_the_catalog_and_devices(client, tiny_catalog):
 
 def test_segment_writes_results_on_the_input_grid_and_keeps_the_model_resident(client, tiny_catalog, mni_file,
                                                                               tmp_path):
-    from HybridAttentionSegLib.core.io import read_segmentation_nrrd, read_volume
+    from HybridAttentionSegLib.core.inference.io import read_segmentation_nrrd, read_volume
 
     catalog = list(tiny_catalog.values())
     seen = []
@@ -148,7 +148,7 @@ def test_sample_data_only_from_whitelisted_loaders(client, tiny_catalog, tmp_pat
     answer = _answer(client, client.send("sample", model="tiny-gates-sample", out_dir=str(tmp_path / "s"),
                                          catalog=[str(good)]))
     assert answer["type"] == "result", answer
-    from HybridAttentionSegLib.core.io import read_volume
+    from HybridAttentionSegLib.core.inference.io import read_volume
 
     assert read_volume(answer["data"]["path"]).shape == (99, 117, 95)
     refused = _answer(client, client.send("sample", model="tiny-gates-evil", out_dir=str(tmp_path / "e"),

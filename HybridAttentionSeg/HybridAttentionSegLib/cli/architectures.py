@@ -12,7 +12,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..core.registry import list_architectures
+    from ..core.models.registry import list_architectures
 
     items = [spec.summary() for spec in list_architectures()]
     if args.json:

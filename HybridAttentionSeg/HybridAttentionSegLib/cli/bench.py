@@ -16,9 +16,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..core.bench import run_bench
-    from ..core.cards import get_card
     from ..core.errors import UserInputError
+    from ..core.inference.bench import run_bench
+    from ..core.models.cards import get_card
 
     try:
         shape = tuple(int(s) for s in args.shape.split(","))

@@ -29,7 +29,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..core.errors import UserInputError
-    from ..demo import run_demo
+    from ..mrml.demo import run_demo
 
     if not 64 <= args.size <= 2048:
         message = f"--size {args.size} is out of range; use 64 to 2048 pixels"

@@ -25,8 +25,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..core.cards import get_card, load_catalog
     from ..core.errors import UserInputError
+    from ..core.models.cards import get_card, load_catalog
     from ..core.weights import resolve_weights_file
 
     if args.all:

@@ -59,8 +59,8 @@ def demo_case(args) -> Case:
     """The MNI152 2 mm template segmented by a bundled model (or nilearn's tissue maps)."""
     import numpy as np
 
-    from ..core.cards import load_catalog
     from ..core.data import mni
+    from ..core.models.cards import load_catalog
 
     volume = mni.load_template(2)
     reference = mni.tissue_labels(2)
@@ -76,8 +76,8 @@ def demo_case(args) -> Case:
         probabilities[:, ~mni.brain_mask(2)] = np.array([1.0, 0.0, 0.0], np.float32)[:, None]
         title = "MNI152 2 mm, nilearn tissue probability maps as the model"
     else:
-        from ..core.cards import get_card
-        from ..core.engine import Segmenter
+        from ..core.inference.engine import Segmenter
+        from ..core.models.cards import get_card
 
         card = get_card(model_id, args.catalog)
         result = Segmenter(card, device=args.device).run(volume, keep_probabilities=True)
@@ -94,8 +94,8 @@ def file_case(args) -> Case:
     import numpy as np
 
     from ..core.errors import UserInputError
-    from ..core.io import read_segmentation_nrrd, read_volume
-    from ..core.volume import same_grid, spacing_of
+    from ..core.inference.io import read_segmentation_nrrd, read_volume
+    from ..core.inference.volume import same_grid, spacing_of
     from .refine import load_inputs
 
     if not (args.input and args.seg and args.reference):
@@ -120,7 +120,7 @@ def evaluate(case: Case, args) -> dict:
     """Curves per seed (with or without synthetic errors) and their mean."""
     import numpy as np
 
-    from ..core.click_eval import add_synthetic_errors, click_curve, mean_dice, recovered_fraction
+    from ..core.correction.click_eval import add_synthetic_errors, click_curve, mean_dice, recovered_fraction
 
     errors = args.synthetic_errors if args.synthetic_errors is not None else args.seg is None
     clean = mean_dice(case.labelmap, case.reference, case.values)

@@ -34,7 +34,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..core.importer import import_model
+    from ..core.weights.importer import import_model
 
     card = import_model(args.path, card_path=args.card, model_id=args.model_id, force=args.force)
     if args.json:

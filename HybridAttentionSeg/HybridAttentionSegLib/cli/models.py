@@ -12,7 +12,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..core.cards import load_catalog
+    from ..core.models.cards import load_catalog
 
     cards = list(load_catalog(args.catalog).values())
     if args.json:

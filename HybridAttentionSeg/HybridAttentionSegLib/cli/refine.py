@@ -92,8 +92,8 @@ def parse_threshold(text: str, segments: list[dict]) -> tuple[int, float]:
 def load_inputs(image_path, seg_path, probabilities_path):
     """Read the image, segmentation and probabilities and check that they share one grid."""
     from ..core.errors import UserInputError
-    from ..core.io import read_segmentation_nrrd, read_volume
-    from ..core.volume import same_grid
+    from ..core.inference.io import read_segmentation_nrrd, read_volume
+    from ..core.inference.volume import same_grid
 
     volume = read_volume(image_path)
     labelmap, affine, segments = read_segmentation_nrrd(seg_path)
@@ -117,10 +117,10 @@ def load_inputs(image_path, seg_path, probabilities_path):
 def run(args) -> int:
     import numpy as np
 
+    from ..core.correction.refine import apply_clicks, click_from_ras, threshold_segment
     from ..core.errors import UserInputError
-    from ..core.io import write_segmentation_nrrd
-    from ..core.refine import apply_clicks, click_from_ras, threshold_segment
-    from ..core.volume import spacing_of
+    from ..core.inference.io import write_segmentation_nrrd
+    from ..core.inference.volume import spacing_of
 
     volume, labelmap, affine, segments, probabilities = load_inputs(args.input, args.seg, args.probabilities)
     thresholds = [parse_threshold(t, segments) for t in args.threshold]

@@ -38,12 +38,12 @@ def resolve_methods(card, requested: list[str] | None) -> list[str]:
 
 
 def run(args) -> int:
-    from ..core.cards import get_card
-    from ..core.engine import Segmenter
-    from ..core.io import read_volume, stem_of
-    from ..core.preprocess import check_volume
-    from ..core.registry import check_method
-    from ..core.results import write_result
+    from ..core.inference.engine import Segmenter
+    from ..core.inference.io import read_volume, stem_of
+    from ..core.inference.preprocess import check_volume
+    from ..core.inference.results import write_result
+    from ..core.models.cards import get_card
+    from ..core.models.registry import check_method
     from .progress import ProgressBar
 
     card = get_card(args.model, args.catalog)

@@ -41,7 +41,7 @@ def add_parser(subparsers) -> None:
 
 def _config(args):
     from ..core.errors import UserInputError
-    from ..core.training import TrainConfig
+    from ..core.training.trainer import TrainConfig
 
     try:
         kwargs = json.loads(args.kwargs)
@@ -80,8 +80,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..core.errors import UserInputError
-    from ..core.registry import get_architecture
-    from ..core.training import run_training
+    from ..core.models.registry import get_architecture
+    from ..core.training.trainer import run_training
 
     config = _config(args)
     spec = get_architecture(config.architecture)

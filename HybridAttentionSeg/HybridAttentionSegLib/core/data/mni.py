@@ -25,7 +25,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import UserInputError
-from ..volume import Volume
+from ..inference.volume import Volume
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import torch
 from monai.utils import convert_to_tensor
 
 from ..errors import UserInputError
-from ..preprocess import normalise_intensity
+from ..inference.preprocess import normalise_intensity
 from . import mni
 
 

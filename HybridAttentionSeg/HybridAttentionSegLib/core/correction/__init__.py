@@ -1,0 +1,1 @@
+"""Correction: live threshold, click refinement, uncertain regions, simulated-click evaluation (pure numpy)."""

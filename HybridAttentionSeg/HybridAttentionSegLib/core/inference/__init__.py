@@ -1,0 +1,1 @@
+"""Inference: volumes and their geometry, file IO, preprocessing to the model grid and back, the engine."""

@@ -1,0 +1,134 @@
+"""Benchmark: our pipeline vs MONAI's reference pipeline on the same synthetic volume, in one run.
+
+Reference = MONAI dictionary transforms (Orientationd, Spacingd, NormalizeIntensityd) + ``SlidingWindowInferer``
+(card ROI, sw_batch_size 4, overlap 0.5, Gaussian blending, AMP on GPU) + softmax + ``Invertd`` + argmax.
+Ours = :class:`~.engine.Segmenter` (fast path: no attention hooks). Both use the same random-weight network,
+so no download is needed; speed does not depend on the weight values.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+from ..models.cards import ModelCard
+from .engine import Segmenter, build_model, resolve_device
+from .volume import Volume
+
+
+class _PeakMemory:
+    """Peak resident memory (CPU, from /proc) or peak CUDA allocation while the block runs, in MiB."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak_mib = 0.0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def _rss_mib() -> float:
+        try:
+            with open("/proc/self/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024.0
+        except OSError:
+            pass
+        return 0.0
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak_mib = max(self.peak_mib, self._rss_mib())
+            time.sleep(0.02)
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+        return False
+
+
+def synthetic_volume(shape, spacing, seed: int = 0) -> Volume:
+    """Smooth random blobs on an anisotropic, LPS-oriented grid (exercises orientation and spacing)."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
+    data = np.zeros(shape, np.float32)
+    for _ in range(6):
+        centre = rng.uniform(-0.6, 0.6, 3)[:, None, None, None]
+        data += np.exp(-((grid - centre) ** 2).sum(0) / rng.uniform(0.02, 0.1)).astype(np.float32)
+    affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
+    return Volume(data, affine, name="synthetic")
+
+
+def _reference(card: ModelCard, model, volume: Volume, device: torch.device, amp: bool) -> np.ndarray:
+    from monai.data import MetaTensor
+    from monai.inferers import SlidingWindowInferer
+    from monai.transforms import Compose, Invertd, NormalizeIntensityd, Orientationd, Spacingd
+
+    steps = [Orientationd(keys="image", axcodes=card.orientation or "RAS")]
+    if card.spacing:
+        steps.append(Spacingd(keys="image", pixdim=card.spacing, mode="bilinear"))
+    steps.append(NormalizeIntensityd(keys="image", nonzero=True))
+    pre = Compose(steps)
+    data = pre({"image": MetaTensor(torch.from_numpy(volume.data), affine=torch.from_numpy(volume.affine))})
+    inferer = SlidingWindowInferer(card.roi_size, sw_batch_size=4, overlap=0.5, mode="gaussian")
+    autocast = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
+    with torch.inference_mode(), autocast:
+        logits = inferer(data["image"][None].to(device), model)
+    data["pred"] = torch.softmax(logits[0].float(), 0).cpu()
+    data["pred"].copy_meta_from(data["image"]) if hasattr(data["pred"], "copy_meta_from") else None
+    inverted = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False)(data)
+    return inverted["pred"].argmax(0).numpy().astype(np.uint8)
+
+
+def run_bench(card: ModelCard, shape=(128, 128, 128), device: str = "auto", repeats: int = 3) -> dict:
+    """Time ours vs MONAI's reference (interleaved, best of ``repeats`` after a warm-up); returns a report."""
+    dev = resolve_device(device)
+    amp = dev.type == "cuda"
+    torch.manual_seed(0)
+    model = build_model(card).to(dev).eval()
+    spacing = card.spacing or (1.0, 1.0, 1.0)
+    volume = synthetic_volume(shape, spacing)
+    ours = Segmenter(card, device=str(dev), model=model)
+    report = {"model": card.id, "shape": list(shape), "device": str(dev),
+              "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU",
+              "threads": torch.get_num_threads(), "roi": list(card.roi_size)}
+    runners = {
+        "ours": lambda: ours.run(volume, keep_probabilities=False).labelmap,
+        "monai_reference": lambda: _reference(card, model, volume, dev, amp),
+    }
+    labels, best, peaks = {}, dict.fromkeys(runners, float("inf")), dict.fromkeys(runners, 0.0)
+    for fn in runners.values():
+        fn()  # warm-up (allocator, kernels, caches)
+    for _ in range(repeats):  # interleaved, best of n: fair under a noisy, shared machine
+        for name, fn in runners.items():
+            with _PeakMemory(dev) as peak:
+                t0 = time.perf_counter()
+                labels[name] = fn()
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                best[name] = min(best[name], time.perf_counter() - t0)
+            peaks[name] = max(peaks[name], peak.peak_mib)
+    for name in runners:
+        report[f"{name}_s"] = round(best[name], 3)
+        report[f"{name}_peak_mib"] = round(peaks[name], 1)
+    report["speedup_vs_monai"] = round(report["monai_reference_s"] / max(report["ours_s"], 1e-9), 3)
+    same = labels["ours"].shape == labels["monai_reference"].shape
+    report["label_agreement"] = (round(float((labels["ours"] == labels["monai_reference"]).mean()), 4)
+                                 if same else None)
+    return report

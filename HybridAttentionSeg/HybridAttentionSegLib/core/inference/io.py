@@ -1,0 +1,264 @@
+"""Reading volumes and writing results, on the input's own voxel grid.
+
+Reading goes through SimpleITK (ITK, the library Slicer itself reads with), so NIfTI qform/sform, NRRD space
+directions, MetaImage and DICOM series give the same IJK->RAS geometry as in Slicer. Writing uses pynrrd with
+Slicer's segmentation header keys. Every write goes to a temporary name in the target folder, then is renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InvalidVolumeError
+from .volume import LPS_TO_RAS, Volume
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED = ".nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd or a DICOM series folder"
+
+
+def stem_of(path: str | os.PathLike) -> str:
+    """File name without its extensions (``a/b/ct.seg.nii.gz`` -> ``ct``); folder name for DICOM folders."""
+    name = Path(path).name
+    return name.split(".")[0] if not Path(path).is_dir() else name
+
+
+def read_volume(path: str | os.PathLike) -> Volume:
+    """Read a scalar or multi-channel 3D volume as a (C, I, J, K) float32 :class:`Volume`.
+
+    Raises:
+        InvalidVolumeError: missing, empty or unreadable file, or not 3D data.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.exists():
+        message = f"input not found: {path}; check the path"
+        raise InvalidVolumeError(message)
+    if path.is_file() and path.stat().st_size == 0:
+        message = f"input file {path} is empty; re-export the image ({SUPPORTED})"
+        raise InvalidVolumeError(message)
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            files = reader.GetGDCMSeriesFileNames(str(path))
+            if not files:
+                message = f"no DICOM series found in folder {path}; give a folder holding one DICOM series"
+                raise InvalidVolumeError(message)
+            reader.SetFileNames(files)
+            image = reader.Execute()
+        elif path.name.lower().endswith((".nii", ".nii.gz")):
+            return _read_nifti(path)
+        else:
+            image = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown reason"
+        message = f"cannot read {path.name} ({first}); supported formats: {SUPPORTED}"
+        raise InvalidVolumeError(message) from err
+    return volume_from_sitk(image, name=stem_of(path))
+
+
+def _read_nifti(path: Path) -> Volume:
+    """NIfTI through nibabel: ITK's NIfTI reader silently turns NaN voxels into 0, hiding bad input."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        data = np.asarray(image.dataobj, dtype=np.float32)
+    except Exception as err:  # nibabel raises several unrelated types for corrupt files
+        message = f"cannot read {path.name} ({type(err).__name__}: {err}); supported formats: {SUPPORTED}"
+        raise InvalidVolumeError(message) from err
+    if data.ndim == 2:
+        message = f"{path.name} is a 2D image; a 3D volume is needed (load the whole series, not one slice)"
+        raise InvalidVolumeError(message)
+    if data.ndim == 5 and data.shape[3] == 1:  # NIfTI vector data is (I, J, K, 1, C)
+        data = data[:, :, :, 0]
+    if data.ndim == 4:
+        data = np.moveaxis(data, 3, 0)
+    elif data.ndim != 3:
+        message = f"{path.name} has shape {data.shape}; a 3D volume (or 4D channels) is needed"
+        raise InvalidVolumeError(message)
+    return Volume(data, image.affine, name=stem_of(path))
+
+
+def volume_from_sitk(image, name: str = "volume") -> Volume:
+    """Convert a SimpleITK image (3D scalar/vector, or 4D as channels) to a :class:`Volume`."""
+    import SimpleITK as sitk
+
+    dim = image.GetDimension()
+    if dim == 4:
+        # a 4D image: the 4th axis becomes channels (checked against the model's channel count later)
+        size = image.GetSize()
+        frames = [sitk.Extract(image, (*size[:3], 0), (0, 0, 0, t)) for t in range(size[3])]
+        channels = [sitk.GetArrayFromImage(f).transpose(2, 1, 0) for f in frames]
+        data = np.stack(channels).astype(np.float32)
+        geometry_image = frames[0]
+    elif dim == 3:
+        array = sitk.GetArrayFromImage(image)  # (K, J, I[, C])
+        if image.GetNumberOfComponentsPerPixel() > 1:
+            data = array.transpose(3, 2, 1, 0)
+        else:
+            data = array.transpose(2, 1, 0)[None]
+        data = data.astype(np.float32)
+        geometry_image = image
+    elif dim == 2:
+        message = f"{name} is a 2D image; a 3D volume is needed (load the whole series, not one slice)"
+        raise InvalidVolumeError(message)
+    else:
+        message = f"{name} has {dim} dimensions; a 3D volume is needed"
+        raise InvalidVolumeError(message)
+    direction = np.array(geometry_image.GetDirection()).reshape(3, 3)
+    spacing = np.array(geometry_image.GetSpacing())
+    origin = np.array(geometry_image.GetOrigin())
+    lps = np.eye(4)
+    lps[:3, :3] = direction @ np.diag(spacing)
+    lps[:3, 3] = origin
+    return Volume(data, LPS_TO_RAS @ lps, name=name)
+
+
+def _nrrd_geometry(affine: np.ndarray) -> dict:
+    lps = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
+    return {
+        "space": "left-posterior-superior",
+        "space directions": lps[:3, :3].T.copy(),  # one row per axis
+        "space origin": lps[:3, 3].copy(),
+    }
+
+
+def affine_from_nrrd_header(header: dict) -> np.ndarray:
+    """IJK->RAS affine from a NRRD header (LPS or RAS space)."""
+    directions = np.asarray(header["space directions"], dtype=np.float64)
+    directions = directions[~np.isnan(directions).any(axis=1)] if directions.ndim == 2 else directions
+    directions = directions[-3:]
+    lps = np.eye(4)
+    lps[:3, :3] = directions.T
+    lps[:3, 3] = np.asarray(header.get("space origin", np.zeros(3)), dtype=np.float64)
+    space = header.get("space", "left-posterior-superior")
+    if space in ("right-anterior-superior", "RAS"):
+        return lps
+    return LPS_TO_RAS @ lps
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results get the usual permissions
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_scalar_nrrd(path, array: np.ndarray, affine: np.ndarray) -> Path:
+    """Write an (I, J, K) float32 array (or (C, I, J, K)) as a gzip NRRD on the given grid."""
+    import nrrd
+
+    array = np.asarray(array)
+    header = {"encoding": "gzip", **_nrrd_geometry(affine)}
+    if array.ndim == 4:
+        header["kinds"] = ["list", "domain", "domain", "domain"]
+        header["space directions"] = np.vstack([np.full(3, np.nan), header["space directions"]])
+    else:
+        header["kinds"] = ["domain", "domain", "domain"]
+    with atomic_path(path) as tmp:
+        nrrd.write(str(tmp), np.ascontiguousarray(array), header, index_order="F")
+    return Path(path)
+
+
+def terminology_entry(label: dict) -> str:
+    """Slicer ``TerminologyEntry`` tag string for a card label (SNOMED-CT category/type)."""
+
+    def code(entry):
+        return f"{entry['scheme']}^{entry['code']}^{entry['meaning']}" if entry else "^^"
+
+    term = label.get("terminology") or {}
+    return "~".join([
+        "Segmentation category and type - DICOM master list",
+        code(term.get("category")), code(term.get("type")), code(term.get("modifier")),
+        "Anatomic codes - DICOM master list", code(term.get("region")), "^^",
+    ])
+
+
+def write_segmentation_nrrd(path, labelmap: np.ndarray, affine: np.ndarray, labels: list[dict]) -> Path:
+    """Write a Slicer ``.seg.nrrd``: uint8 labelmap on the input grid plus segment names/colours/values/tags.
+
+    ``labels`` are card labels (``value``, ``name``, ``color``, optional ``terminology``) or segments read by
+    :func:`read_segmentation_nrrd`, whose ``id`` and raw ``tags`` are then written back unchanged.
+    """
+    import nrrd
+
+    labelmap = np.asarray(labelmap, dtype=np.uint8)
+    extent = " ".join(f"0 {s - 1}" for s in labelmap.shape)
+    header = {
+        "encoding": "gzip",
+        "kinds": ["domain", "domain", "domain"],
+        **_nrrd_geometry(affine),
+        "Segmentation_MasterRepresentation": "Binary labelmap",
+        "Segmentation_ContainedRepresentationNames": "Binary labelmap|",
+        "Segmentation_ReferenceImageExtentOffset": "0 0 0",
+        "Segmentation_ConversionParameters": "",
+    }
+    for i, label in enumerate(labels):
+        prefix = f"Segment{i}_"
+        header[prefix + "ID"] = label.get("id") or f"Segment_{label['value']}"
+        header[prefix + "Name"] = label["name"]
+        header[prefix + "NameAutoGenerated"] = "0"
+        header[prefix + "Color"] = " ".join(f"{c:g}" for c in label["color"])
+        header[prefix + "ColorAutoGenerated"] = "0"
+        header[prefix + "LabelValue"] = str(label["value"])
+        header[prefix + "Layer"] = "0"
+        header[prefix + "Extent"] = extent
+        header[prefix + "Tags"] = label.get("tags") or f"TerminologyEntry:{terminology_entry(label)}|"
+    with atomic_path(path) as tmp:
+        nrrd.write(str(tmp), np.ascontiguousarray(labelmap), header, index_order="F",
+                   custom_field_map={})
+    return Path(path)
+
+
+def read_segmentation_nrrd(path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Read a ``.seg.nrrd`` (single layer) -> (labelmap (I, J, K) uint8, affine, segments).
+
+    Each segment is ``{"id", "name", "value", "color"}``. Multi-layer files are merged in layer order.
+    """
+    import nrrd
+
+    try:
+        data, header = nrrd.read(str(path), index_order="F")
+    except (OSError, nrrd.NRRDError) as err:
+        message = f"cannot read segmentation {path} ({err}); give a Slicer .seg.nrrd file"
+        raise InvalidVolumeError(message) from err
+    affine = affine_from_nrrd_header(header)
+    segments = []
+    i = 0
+    while f"Segment{i}_Name" in header:
+        prefix = f"Segment{i}_"
+        segments.append({
+            "id": header.get(prefix + "ID", f"Segment_{i}"),
+            "name": header[prefix + "Name"],
+            "value": int(header.get(prefix + "LabelValue", i + 1)),
+            "layer": int(header.get(prefix + "Layer", 0)),
+            "color": [float(c) for c in header.get(prefix + "Color", "0.5 0.5 0.5").split()],
+            "tags": header.get(prefix + "Tags", ""),
+        })
+        i += 1
+    if data.ndim == 4:  # layers first: merge (later layers win where they overlap)
+        merged = np.zeros(data.shape[1:], dtype=np.uint8)
+        for seg in segments:
+            merged[data[seg["layer"]] == seg["value"]] = seg["value"]
+        data = merged
+    return np.asarray(data, dtype=np.uint8), affine, segments

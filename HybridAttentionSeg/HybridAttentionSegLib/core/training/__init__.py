@@ -1,0 +1,1 @@
+"""Training: seeded, bit-reproducible training of the bundled demo models."""

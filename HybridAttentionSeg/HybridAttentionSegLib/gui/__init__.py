@@ -1,0 +1,1 @@
+"""Qt side of the module (inside Slicer only): panels, parameter node, dependency installer, card HTML."""

@@ -1,0 +1,1 @@
+"""MRML side of the module (no Qt; works in Slicer and under slicer-core): Logic, outputs, rendering, demo."""

@@ -1,0 +1,1 @@
+"""The inference worker process (``server``) and the Slicer-side client that talks to it in JSON lines."""

@@ -45,7 +45,7 @@ def report(name: str, times: list[float]) -> None:
 
 
 def main() -> None:
-    from HybridAttentionSegLib.core.refine import threshold_segment
+    from HybridAttentionSegLib.core.correction.refine import threshold_segment
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=256)
@@ -63,9 +63,9 @@ def main() -> None:
     except ImportError:
         print("slicer-core not installed: the Slicer slider is not timed")  # noqa: T201
         return
-    from HybridAttentionSegLib.correction import CorrectionLogic
-    from HybridAttentionSegLib.headless import HeadlessSlicer
-    from HybridAttentionSegLib.mrml_outputs import segmentId
+    from HybridAttentionSegLib.mrml.correction import CorrectionLogic
+    from HybridAttentionSegLib.mrml.headless import HeadlessSlicer
+    from HybridAttentionSegLib.mrml.outputs import segmentId
 
     app = HeadlessSlicer()
     scene = app.scene

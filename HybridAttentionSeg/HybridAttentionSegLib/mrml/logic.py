@@ -34,6 +34,7 @@ from ..worker.client import WorkerClient, WorkerError, cardByIdFrom
 from . import outputs
 from .catalog_logic import ModelCatalogLogic
 from .events import ProcessEvent  # noqa: F401 (re-export: the Widget imports it from here)
+from .inputs import inputVolumeProblem
 
 ProcessResult = outputs.ProcessResult  # re-exported: what process() returns
 
@@ -287,10 +288,12 @@ class HybridAttentionSegLogic(ModelCatalogLogic):
     # ------------------------------------------------------------------------------------ internals
     @staticmethod
     def _checkInputs(inputVolume, modelId, outputSegmentation) -> None:
-        if inputVolume is None or not inputVolume.IsA("vtkMRMLScalarVolumeNode") \
-                or inputVolume.IsA("vtkMRMLLabelMapVolumeNode"):
+        if inputVolume is None or not inputVolume.IsA("vtkMRMLScalarVolumeNode"):
             message = "no input volume; select a scalar (image) volume node as input"
             raise UserInputError(message)
+        problem = inputVolumeProblem(inputVolume)
+        if problem:
+            raise UserInputError(problem)
         if inputVolume.GetScene() is None or inputVolume.GetImageData() is None:
             message = f"input volume {inputVolume.GetName()!r} has no image data; load the volume again"
             raise UserInputError(message)

@@ -228,7 +228,11 @@ def hideAttention(scene) -> None:
 
 
 def _sliceCompositeNodes(scene) -> list:
+    # GetNodesByClass returns a new collection the caller must delete (vtkMRMLScene.h); Python holds a second
+    # reference, so without UnRegister it leaks on every call. (slicer.util.getNodesByClass releases it too,
+    # but reads slicer.mrmlScene whatever scene it is given.)
     nodes = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    nodes.UnRegister(None)
     return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
 
 

@@ -107,7 +107,7 @@ def map_state_dict(
     try:
         mapper = KEY_LAYOUTS[key_layout]
     except KeyError:
-        from .names import unknown_name_error
+        from ..names import unknown_name_error
 
         raise unknown_name_error("weights key layout", key_layout, KEY_LAYOUTS) from None
     return mapper(checkpoint, model, state_dict_key, source)

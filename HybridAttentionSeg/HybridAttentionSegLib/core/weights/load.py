@@ -51,7 +51,7 @@ def sniff_format(path: Path) -> str:
         return _zip_kind(path)
     if head[:1] == b"\x80":
         return "torch-legacy"
-    from .weights.archive import archive_kind
+    from .archive import archive_kind
 
     return "tar" if archive_kind(path) == "tar" else "unknown"
 

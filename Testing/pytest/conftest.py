@@ -8,12 +8,16 @@ Other engineers may append fixtures below.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The suite runs the reference torch fp32 path: the fast path's one-time calibration and OpenVINO conversion
+# (seconds per model and attention variant) would be paid by every tiny test model. test_fastpath.py tests it.
+os.environ.setdefault("HYBRIDSEG_FAST_PATH", "off")
 # the project is not necessarily pip-installed: make ``HybridAttentionSegLib`` importable
 if str(ROOT / "HybridAttentionSeg") not in sys.path:
     sys.path.insert(0, str(ROOT / "HybridAttentionSeg"))

@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +21,8 @@ from ..errors import CancelledError, UserInputError
 from ..explain import WINDOW_EXPLAINERS
 from ..models.cards import ModelCard
 from ..models.registry import check_method
+from . import fastpath
+from .inverse import labels_on_input_grid, map_on_input_grid
 from .preprocess import Prepared, check_volume, prepare
 from .volume import Volume
 
@@ -43,6 +45,7 @@ class SegmentationResult:
     device: str
     timings: dict[str, float] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
+    fast_path: dict = field(default_factory=dict)  # {"path", "reason", "maps": {method: path}} (fastpath.py)
 
     def segment_stats(self) -> list[dict]:
         """Per-label voxel counts and volumes in mL."""
@@ -119,7 +122,7 @@ def decide(card: ModelCard, probabilities: torch.Tensor) -> torch.Tensor:
     """Probabilities (N, ...) -> uint8 labelmap: argmax (softmax) or regions painted in card order (sigmoid)."""
     if card.activation != "sigmoid":
         return probabilities.argmax(0).to(torch.uint8)
-    labelmap = torch.zeros(probabilities.shape[1:], dtype=torch.uint8)
+    labelmap = torch.zeros(probabilities.shape[1:], dtype=torch.uint8, device=probabilities.device)
     for region in card.output_regions:
         labelmap[probabilities[region["channel"]] > card.output_threshold] = int(region["label"])
     return labelmap
@@ -134,15 +137,22 @@ class Segmenter:
         amp: mixed precision on GPU (default: on for CUDA, off on CPU).
         model: an already-built model with weights (tests); otherwise built and loaded from the card.
         download: allow downloading weights on first use.
+        fast_path: ``auto`` (calibrated, cached per model and machine: see ``fastpath.py``), ``off`` (torch
+            fp32) or a path name; default: ``HYBRIDSEG_FAST_PATH`` or ``auto``. ``amp=False`` means ``off``.
     """
 
     def __init__(self, card: ModelCard, device: str = "auto", amp: bool | None = None,
                  model: torch.nn.Module | None = None, download: bool = True,
-                 download_progress: ProgressFn | None = None):
+                 download_progress: ProgressFn | None = None, fast_path: str | None = None):
         self.card = card
         self.spec = card.spec
         self.device = resolve_device(device)
         self.amp = (self.device.type == "cuda") if amp is None else bool(amp)
+        self.fast_path = "off" if amp is False else fast_path
+        self.path_choice: fastpath.PathChoice | None = None
+        self._runner = None
+        #: window batch on CUDA (no gradient maps); CPU runs the card's batch size
+        self.gpu_window_batch = 4
         if model is None:
             from ..weights import load_model_weights
 
@@ -183,6 +193,7 @@ class Segmenter:
             logger.warning(notice)
             return self._empty_result(volume, methods, notices + [notice], timings, t0)
 
+        runner = self._fast_runner()
         window_methods = [m for m in methods if m != "uncertainty"]
         needs_class = [m for m in window_methods if WINDOW_EXPLAINERS[m].needs_class]
         first_pass = [m for m in window_methods if m not in needs_class]
@@ -210,20 +221,26 @@ class Segmenter:
                 maps["uncertainty"] = self._tta_uncertainty(prepared, probabilities, progress, should_cancel)
 
         t3 = time.perf_counter()
-        back = prepared.to_input_grid(probabilities)
-        labelmap = decide(card, back).numpy()
+        back = None
+        if keep_probabilities:  # the full per-class arrays only when asked for
+            back = prepared.to_input_grid(probabilities)
+            labelmap = decide(card, back).numpy()
+        else:  # class by class, on the outputs' device (inverse.py)
+            labelmap = labels_on_input_grid(card, prepared, probabilities)
+        timings["inverse_labels_s"] = time.perf_counter() - t3
         result_maps = {}
         for method in methods:
-            result_maps[method] = normalise_map(prepared.to_input_grid(maps[method][0].float())[0].numpy())
+            result_maps[method] = map_on_input_grid(prepared, maps.pop(method)[0, 0])
         timings["postprocess_s"] = time.perf_counter() - t3
         timings["total_s"] = time.perf_counter() - t0
         if not labelmap.any():
             notices.append("no structure was segmented in this volume")
+        path = self._path_report(runner, methods, notices)
         return SegmentationResult(
-            labelmap=labelmap,
-            probabilities=back.numpy().astype(np.float32) if keep_probabilities else None,
+            labelmap=labelmap, probabilities=back.numpy() if back is not None else None,
             attention=result_maps, affine=volume.affine.copy(), card=card, target_class=target,
             device=str(self.device), timings={k: round(v, 4) for k, v in timings.items()}, notices=notices,
+            fast_path=path,
         )
 
     # -------------------------------------------------------------------------------------------
@@ -235,8 +252,13 @@ class Segmenter:
         card = self.card
         explainers = [WINDOW_EXPLAINERS[m](self.model, self.spec, card.roi_size, target) for m in methods]
         grad = any(e.needs_grad for e in explainers)
-        # the fast path (no explainers): larger window batches, no hooks, AMP on GPU
-        sw_batch = 1 if explainers else max(card.sw_batch_size, 4 if self.device.type == "cuda" else 1)
+        hooked = [e for e in explainers if not e.needs_grad]  # run inside the fast path's graph
+        gradient = [e for e in explainers if e.needs_grad]  # torch fp32 with autograd (explicit fallback)
+        runner = self._runner or self._fast_runner()
+        # GPU: larger window batches unless a gradient map needs its own backward per window
+        cuda = self.device.type == "cuda"
+        sw_batch = (1 if grad or (explainers and not cuda)
+                    else max(card.sw_batch_size, self.gpu_window_batch if cuda else 1))
         total = count_windows(tensor.shape[2:], card.roi_size, card.overlap)
         progress.start_pass(total)
         done = 0
@@ -245,15 +267,14 @@ class Segmenter:
             nonlocal done
             if should_cancel is not None and should_cancel():
                 raise CancelledError("cancelled by the user")
-            autocast = (torch.autocast("cuda", dtype=torch.float16) if self.amp and not grad
-                        else nullcontext())
-            with ExitStack() as stack:
-                for explainer in explainers:
+            out, fast_maps = runner(window, hooked)
+            by_explainer = dict(zip(map(id, hooked), fast_maps, strict=True))
+            with ExitStack() as stack:  # gradient explainers run their own fp32 forward/backward
+                for explainer in gradient:
                     stack.enter_context(explainer)
-                with autocast, torch.no_grad():  # gradient explainers run their own forward/backward
-                    out = self.model(window)
-                out = out.float()
-                window_maps = [e.window_map(window, out).float() for e in explainers]
+                for explainer in gradient:
+                    by_explainer[id(explainer)] = explainer.window_map(window, out).float()
+            window_maps = [by_explainer[id(e)].to(out.device) for e in explainers]
             done += window.shape[0]
             progress.update(min(done, total))
             return (out, *window_maps) if window_maps else out
@@ -265,12 +286,38 @@ class Segmenter:
                 mode="gaussian", device=stitch_device)
         outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
         logits = outputs[0]
-        if self.amp and not torch.isfinite(logits).all():
-            logger.warning("non-finite logits under mixed precision; re-running in float32")
-            self.amp = False
+        if not runner.name.endswith("fp32") and not torch.isfinite(logits).all():
+            logger.warning("non-finite logits on the %s path; re-running in float32", runner.name)
+            self.fast_path = "off"
+            self.path_choice, self._runner = None, None
             return self._infer(tensor, methods, target, progress, should_cancel)
-        maps = {m: o.detach().float().cpu() for m, o in zip(methods, outputs[1:], strict=True)}
-        return logits.detach().float().cpu(), maps
+        # outputs stay on the stitching device (the GPU for GPU-sized volumes): inverse.py maps them back there
+        maps = {m: o.detach().float() for m, o in zip(methods, outputs[1:], strict=True)}
+        return logits.detach().float(), maps
+
+    def _fast_runner(self):
+        """The window runner of this Segmenter's path (chosen on first use; calibrated once per machine)."""
+        if self._runner is None:
+            card = self.card
+            self.path_choice, self._runner = fastpath.select(
+                self.model, self.device, card.in_channels, card.roi_size, [lab["value"] for lab in card.labels],
+                lambda logits: decide(card, activate(card, logits)).cpu().numpy(),
+                lambda: fastpath.reference_tensor(card), self.fast_path)
+        return self._runner
+
+    def _path_report(self, runner, methods, notices: list[str]) -> dict:
+        """Which path made the labels and each map; gradient maps fall back to fp32 with a notice."""
+        fp32 = "cuda-fp32" if self.device.type == "cuda" else fastpath.REFERENCE
+        maps = {}
+        for method in methods:
+            maps[method] = runner.name
+            if method != "uncertainty" and WINDOW_EXPLAINERS[method].needs_grad:
+                maps[method] = fp32
+                if runner.name != fp32:
+                    notices.append(f"{method} was computed with {fp32} (it needs gradients, which the "
+                                   f"{runner.name} path does not give); the segmentation used {runner.name}")
+        reason = self.path_choice.reason if self.path_choice else ""
+        return {"path": runner.name, "reason": reason, "maps": maps}
 
     def _largest_structure(self, probabilities: torch.Tensor, notices: list[str]) -> int:
         values = [label["value"] for label in self.card.labels]

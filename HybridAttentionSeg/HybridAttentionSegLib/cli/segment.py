@@ -63,5 +63,6 @@ def run(args) -> int:
         print(f"hybridseg: notice: {notice}", file=sys.stderr)
     summary = write_result(result, args.out, stem_of(args.input), probabilities=args.probabilities)
     print(json.dumps({"files": summary["files"], "segments": summary["segments"],
-                      "timings": summary["timings"], "device": summary["device"]}, indent=2))
+                      "timings": summary["timings"], "device": summary["device"],
+                      "fast_path": summary["fast_path"]}, indent=2))
     return 0

@@ -21,7 +21,7 @@ from .volume import spacing_of
 def versions() -> dict:
     """Versions of the packages that determine a result."""
     out = {"python": platform.python_version()}
-    for package in ("hybridattentionseg", "torch", "monai", "numpy"):
+    for package in ("hybridattentionseg", "torch", "monai", "numpy", "openvino"):
         try:
             out[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -37,6 +37,7 @@ def result_summary(result: SegmentationResult, files: dict[str, str] | None = No
         "architecture": card.architecture,
         "versions": versions(),
         "device": result.device,
+        "fast_path": result.fast_path,
         "timings": result.timings,
         "target_class": card.label_name(result.target_class) if result.target_class else None,
         "segments": result.segment_stats(),

@@ -1,6 +1,7 @@
 """Inference engine: a card's model over a volume -> labelmap, probabilities and attention maps on the input grid.
 
-Sliding-window inference is MONAI's ``sliding_window_inference`` (Gaussian blending). Its predictor returns a
+Sliding-window inference is MONAI's ``sliding_window_inference`` with the card's blending (``inference.blend``:
+``constant`` as the upstream MONAI pipelines, ``gaussian`` by default). Its predictor returns a
 tuple ``(logits, map_1, ..., map_n)`` so the explainers' maps are stitched with the very same weights as the
 logits. Progress is counted in windows; cancellation is checked before every window batch.
 """
@@ -186,7 +187,8 @@ class Segmenter:
         timings: dict[str, float] = {}
         notices: list[str] = []
 
-        prepared = prepare(volume, card.orientation, card.spacing, card.intensity)
+        prepared = prepare(volume, card.orientation, card.spacing, card.intensity,
+                           order=card.preprocessing_order, crop_foreground=card.crop_foreground)
         timings["preprocess_s"] = time.perf_counter() - t0
         if prepared.constant:
             notice = "the volume is constant (no contrast): nothing to segment; returning an empty segmentation"
@@ -283,7 +285,7 @@ class Segmenter:
         with torch.inference_mode(not grad):
             outputs = sliding_window_inference(
                 tensor.to(self.device), card.roi_size, sw_batch, predictor, overlap=card.overlap,
-                mode="gaussian", device=stitch_device)
+                mode=card.blend, device=stitch_device)
         outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
         logits = outputs[0]
         if not runner.name.endswith("fp32") and not torch.isfinite(logits).all():

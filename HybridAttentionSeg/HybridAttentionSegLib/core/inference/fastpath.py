@@ -255,7 +255,8 @@ def reference_tensor(card) -> torch.Tensor:
     from .preprocess import prepare
 
     volume = reference_volume(card)
-    return prepare(volume, card.orientation, card.spacing, card.intensity).tensor
+    return prepare(volume, card.orientation, card.spacing, card.intensity, order=card.preprocessing_order,
+                   crop_foreground=card.crop_foreground).tensor
 
 
 def load_cached(key: str) -> dict | None:

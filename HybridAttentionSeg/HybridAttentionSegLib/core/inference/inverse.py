@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .preprocess import Prepared, _invert_ornt
 
 
-def resize(prepared: Prepared, t: torch.Tensor) -> torch.Tensor:
-    """One (D, H, W) model-grid channel -> the oriented input shape (trilinear, as ``to_input_grid``)."""
-    t = t.float()
-    if tuple(t.shape) == tuple(prepared.oriented_shape):
-        return t
-    return F.interpolate(t[None, None], size=prepared.oriented_shape, mode="trilinear", align_corners=False)[0, 0]
+def resize(prepared: Prepared, t: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+    """One (D, H, W) model-grid channel -> the oriented input shape (as ``to_input_grid``; ``fill`` outside a
+    foreground crop)."""
+    return prepared.to_oriented(t[None], fill)[0]
 
 
 def unorient(prepared: Prepared, t: torch.Tensor) -> torch.Tensor:

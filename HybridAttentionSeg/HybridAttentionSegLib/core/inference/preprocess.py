@@ -1,29 +1,44 @@
-"""Preprocessing to the model grid and its exact inverse.
+"""Preprocessing to the model grid, as the card's upstream pipeline does it, and its exact inverse.
 
-Orientation and spacing are changed *in voxel space only*: the voxel axes are permuted/flipped to the
-card's orientation (exact index operations) and resampled along those axes to the target spacing. The data
-is never rotated, so oblique volumes keep their direction matrix and the inverse is exact: outputs are
-resampled back along the same axes with the same voxel-centre convention, then un-flipped/un-permuted.
+Steps, in the card's order (``preprocessing.order``):
 
-This is hand-written (not MONAI ``Orientation``/``Spacing``/``Invertd``) on purpose: those resample in world
-space, which rotates oblique grids and round-trips through MetaTensor affines (MONAI#7371, #3914); here the
-round trip is index arithmetic plus one trilinear resize each way, and tests check centroid accuracy.
+* ``resample-first`` (MONAI model-zoo / research pipelines: ``Orientationd`` -> ``Spacingd`` -> intensity ->
+  optional ``CropForegroundd``) or ``intensity-first`` (normalise the input, then re-orient and resample);
+* orientation: the voxel axes are permuted/flipped to the card's axis codes (exact index operations, as MONAI
+  ``Orientation`` does for the closest axis codes); the data is never rotated, so oblique volumes keep their
+  direction matrix;
+* spacing: the grid of MONAI ``Spacingd`` (first voxel centre kept, shape rounded; :mod:`.resample`);
+* ``crop_foreground``: crop to the bounding box of voxels > 0 after normalisation (MONAI ``CropForegroundd``
+  with its defaults), as the UNETR research pipeline does before its sliding windows.
+
+The inverse maps model-grid outputs back: pad the crop with zeros (as MONAI ``Invertd`` of ``CropForegroundd``:
+outside the crop the model gives no probability to any class, so the label there is background), sample the
+model grid at the input voxel centres (MONAI ``Invertd`` of ``Spacingd``, linear, border), then
+un-flip/un-permute; every output lands exactly on the input grid. Hand-written rather than MONAI transforms
+on purpose: those resample in world space with full sampling grids and round-trip MetaTensor affines
+(MONAI#7371, #3914); the golden tests (``Testing/golden``) check that the numbers are MONAI's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import nibabel.orientations as nio
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import InvalidVolumeError
+from .intensity import normalise_intensity
+from .resample import inverse_steps, resample, spacing_grid
 from .volume import Volume, spacing_of
+
+__all__ = ["MIN_VOXELS_PER_AXIS", "ORDERS", "Prepared", "check_volume", "normalise_intensity", "prepare"]
 
 #: smallest number of voxels along any input axis that the engine accepts
 MIN_VOXELS_PER_AXIS = 8
+#: ``preprocessing.order`` values
+ORDERS = ("intensity-first", "resample-first")
 
 
 @dataclass
@@ -31,12 +46,15 @@ class Prepared:
     """A volume on the model grid plus what is needed to map outputs back.
 
     Attributes:
-        tensor: (1, C, D, H, W) float32 on the model grid.
+        tensor: (1, C, D, H, W) float32 on the model grid (after the crop, if any).
         ornt: nibabel orientation transform applied (input axes -> model axes).
         input_shape: spatial shape of the input.
         oriented_shape: spatial shape after re-orientation, before resampling.
-        model_affine: IJK->RAS affine of the model grid.
+        model_affine: IJK->RAS affine of the (uncropped) model grid.
         constant: True when the (normalised) input has no contrast at all.
+        steps: input voxels per model voxel along each oriented axis (1.0: not resampled).
+        resampled_shape: spatial shape of the model grid before the crop.
+        crop: ``(start, end)`` voxel indices of the foreground crop on the model grid, or None.
     """
 
     tensor: torch.Tensor
@@ -45,16 +63,33 @@ class Prepared:
     oriented_shape: tuple[int, int, int]
     model_affine: np.ndarray
     constant: bool = False
+    steps: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    resampled_shape: tuple[int, int, int] | None = None
+    crop: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
 
-    def to_input_grid(self, t: torch.Tensor, mode: str = "trilinear") -> torch.Tensor:
-        """Map a (N, D, H, W) tensor on the model grid back onto the input grid -> (N, I, J, K)."""
-        t = t.float()
-        if tuple(t.shape[1:]) != self.oriented_shape:
-            t = F.interpolate(t[None], size=self.oriented_shape, mode=mode,
-                              **({"align_corners": False} if mode != "nearest" else {}))[0]
-        array = t.cpu().numpy()
-        inverse = _invert_ornt(self.ornt)
-        return torch.from_numpy(np.ascontiguousarray(_apply_ornt(array, inverse)))
+    def uncrop(self, t: torch.Tensor, fill: Sequence[float] | float = 0.0) -> torch.Tensor:
+        """(N, D, H, W) on the cropped grid -> the full model grid, channel n outside the crop = fill[n]."""
+        if self.crop is None:
+            return t
+        start, end = self.crop
+        fills = [float(fill)] * t.shape[0] if isinstance(fill, (int, float)) else [float(f) for f in fill]
+        full = torch.empty((t.shape[0], *self.resampled_shape), dtype=t.dtype, device=t.device)
+        for channel, value in enumerate(fills):
+            full[channel].fill_(value)
+        full[:, start[0]:end[0], start[1]:end[1], start[2]:end[2]] = t
+        return full
+
+    def to_oriented(self, t: torch.Tensor, fill: Sequence[float] | float = 0.0) -> torch.Tensor:
+        """(N, D, H, W) model-grid tensor -> (N, *oriented_shape): uncrop, then sample at the input voxels."""
+        t = self.uncrop(t.float(), fill)
+        if tuple(t.shape[1:]) == tuple(self.oriented_shape) and self.steps == (1.0, 1.0, 1.0):
+            return t
+        return resample(t, self.oriented_shape, inverse_steps(self.steps))
+
+    def to_input_grid(self, t: torch.Tensor, fill: Sequence[float] | float = 0.0) -> torch.Tensor:
+        """Map a (N, D, H, W) tensor on the model grid back onto the input grid -> (N, I, J, K) on the CPU."""
+        array = self.to_oriented(t, fill).cpu().numpy()
+        return torch.from_numpy(np.ascontiguousarray(_apply_ornt(array, _invert_ornt(self.ornt))))
 
 
 def _apply_ornt(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
@@ -90,53 +125,50 @@ def check_volume(volume: Volume, in_channels: int) -> None:
         raise InvalidVolumeError(message)
 
 
-def normalise_intensity(data: np.ndarray, intensity: dict) -> tuple[np.ndarray, bool]:
-    """Apply the card's intensity normalisation to (C, I, J, K) float data. Returns (data, is_constant)."""
-    data = data.astype(np.float32, copy=True)
-    method = intensity.get("method", "none")
-    constant = bool(np.all(data == data.reshape(len(data), -1)[:, :1, None, None]))
-    if method == "window":
-        lo, hi = intensity["window"]
-        data = np.clip((data - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-    elif method == "percentile":
-        for c in range(len(data)):
-            lo, hi = np.percentile(data[c], intensity.get("percentiles", (0.5, 99.5)))
-            data[c] = np.clip((data[c] - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-    elif method == "zscore":
-        nonzero = bool(intensity.get("nonzero", False))
-        for c in range(len(data)):
-            mask = data[c] != 0 if nonzero else np.ones(data[c].shape, bool)
-            values = data[c][mask]
-            if values.size < 2 or float(values.std()) == 0.0:
-                data[c] = 0.0
-                continue
-            normalised = (data[c] - values.mean()) / values.std()
-            data[c] = np.where(mask, normalised, 0.0) if nonzero else normalised
-    return data, constant
+def _foreground_box(tensor: torch.Tensor):
+    """(start, end) of the voxels > 0 in any channel of (1, C, D, H, W), as MONAI ``CropForegroundd``; None
+    when there is no such voxel (nothing is cropped then)."""
+    mask = (tensor[0] > 0).any(0)
+    if not bool(mask.any()):
+        return None
+    start, end = [], []
+    for axis in range(3):
+        hits = torch.nonzero(mask.any(dim=tuple(a for a in range(3) if a != axis))).flatten()
+        start.append(int(hits[0]))
+        end.append(int(hits[-1]) + 1)
+    return tuple(start), tuple(end)
 
 
-def prepare(volume: Volume, orientation: str | None, spacing, intensity: dict) -> Prepared:
-    """Normalise intensities, re-orient and resample ``volume`` onto the model grid."""
-    data, constant = normalise_intensity(volume.data, intensity)
+def prepare(volume: Volume, orientation: str | None, spacing, intensity: dict, *,
+            order: str = "intensity-first", crop_foreground: bool = False) -> Prepared:
+    """Normalise intensities, re-orient and resample ``volume`` onto the model grid (module docstring)."""
+    if order not in ORDERS:
+        raise ValueError(f"unknown preprocessing order {order!r}; use one of {ORDERS}")
+    data, constant = volume.data, False
+    if order == "intensity-first":
+        data, constant = normalise_intensity(data, intensity)
     if orientation:  # input axes -> the card's axis codes (closest match; no rotation)
         ornt = nio.ornt_transform(nio.io_orientation(volume.affine), nio.axcodes2ornt(tuple(orientation)))
     else:
         ornt = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
-    oriented = _apply_ornt(data, ornt)
+    oriented = _apply_ornt(np.asarray(data, dtype=np.float32), ornt)
     affine = volume.affine @ nio.inv_ornt_aff(ornt, volume.shape)
     oriented_shape = tuple(int(s) for s in oriented.shape[1:])
     tensor = torch.from_numpy(np.ascontiguousarray(oriented))[None]
+    steps = (1.0, 1.0, 1.0)
     if spacing is not None:
-        current = spacing_of(affine)
-        target = np.asarray(spacing, dtype=np.float64)
-        new_shape = tuple(max(1, int(round(s * c / t)))
-                          for s, c, t in zip(oriented_shape, current, target, strict=True))
-        if new_shape != oriented_shape:
-            tensor = F.interpolate(tensor, size=new_shape, mode="trilinear", align_corners=False)
-            scale = np.array(oriented_shape, float) / np.array(new_shape, float)
-            # voxel centre n of the new grid sits at old continuous index (n + 0.5) * scale - 0.5
-            resample = np.eye(4)
-            resample[:3, :3] = np.diag(scale)
-            resample[:3, 3] = 0.5 * scale - 0.5
-            affine = affine @ resample
-    return Prepared(tensor.float(), ornt, volume.shape, oriented_shape, affine, constant)
+        sizes, steps = spacing_grid(oriented_shape, spacing_of(affine), spacing)
+        if steps != (1.0, 1.0, 1.0):
+            tensor = resample(tensor, sizes, steps)
+            # new voxel n sits at old index n * step: the first voxel centre is kept (MONAI Spacingd)
+            affine = affine @ np.diag([*steps, 1.0])
+    if order == "resample-first":
+        array, constant = normalise_intensity(tensor[0].numpy(), intensity)
+        tensor = torch.from_numpy(array)[None]
+    resampled_shape = tuple(int(s) for s in tensor.shape[2:])
+    box = _foreground_box(tensor) if crop_foreground else None
+    if box is not None:
+        (a, b, c), (d, e, f) = box
+        tensor = tensor[:, :, a:d, b:e, c:f].contiguous()
+    return Prepared(tensor.float(), ornt, volume.shape, oriented_shape, affine, constant, tuple(steps),
+                    resampled_shape, box)

@@ -26,9 +26,13 @@ def _build_unetr(in_channels, out_channels, roi_size, **kwargs):
 def _build_swin_unetr(in_channels, out_channels, roi_size, **kwargs):
     from monai.networks.nets import SwinUNETR
 
+    from .networks.swin_legacy import resolve_downsample
+
     kwargs.setdefault("feature_size", 24)
     # attention hooks need the eager softmax: never the flash path
     kwargs["use_flash_attention"] = False
+    if "downsample" in kwargs:  # "merging-legacy": the pre-1.5 slicing old checkpoints were trained with
+        kwargs["downsample"] = resolve_downsample(kwargs["downsample"])
     return SwinUNETR(in_channels=in_channels, out_channels=out_channels, **kwargs)
 
 

@@ -156,6 +156,21 @@ class ModelCard:
         return dict(self.data["preprocessing"].get("intensity", {"method": "none"}))
 
     @property
+    def preprocessing_order(self) -> str:
+        """``resample-first`` (MONAI pipelines: Orientation, Spacing, then intensity) or ``intensity-first``."""
+        return str(self.data["preprocessing"].get("order", "intensity-first"))
+
+    @property
+    def crop_foreground(self) -> bool:
+        """Crop the model grid to voxels > 0 after normalisation before the windows (MONAI CropForegroundd)."""
+        return bool(self.data["preprocessing"].get("crop_foreground", False))
+
+    @property
+    def blend(self) -> str:
+        """How overlapping sliding windows are blended: ``constant`` or ``gaussian`` (default)."""
+        return str(self.data["inference"].get("blend", "gaussian"))
+
+    @property
     def roi_size(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.data["inference"]["roi_size"])
 

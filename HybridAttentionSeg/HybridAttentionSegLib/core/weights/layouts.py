@@ -6,11 +6,17 @@ Key layouts (card ``weights.key_layout``):
   ``module.`` (DataParallel) prefix, drop stale ``blocks.N.cross_attn.*`` keys written by MONAI < 1.4 ViTs
   and supply the unused ``norm_cross_attn`` LayerNorms that pre-1.3 ViTs never had (only for blocks built
   with ``with_cross_attention=False``, where MONAI never calls them);
-* ``monai-research-unetr``: ``monai`` plus dropping the old ``vit.patch_embedding.cls_token`` (MONAI <= 0.7
+* ``monai-research-unetr``: ``monai`` plus dropping the old ``vit.patch_embedding.cls_token`` (MONAI <= 0.8
   always created it; unused without classification). Build with ``proj_type`` (old ``pos_embed``);
 * ``research-swin-unetr``: research-contributions checkpoints ``{"epoch", "best_acc", "state_dict"}`` with an
   optional ``module.`` prefix;
 * ``hybridseg``: exact keys (files written by ``hybridseg import-model``).
+
+The MONAI layouts (``monai``, ``monai-bundle``, ``monai-research-unetr``) also drop the residual-projection
+weights (``conv3``, ``norm3``) that MONAI <= 0.8 ``UnetResBlock`` built in every block but used only where the
+block changes channels or stride; MONAI >= 0.9 (PR #4317) builds them only there. Exactly the keys whose
+module does not exist in a ``UnetResBlock`` of the network are dropped (never ``strict=False``), and each drop
+is reported in ``notes``.
 """
 
 from __future__ import annotations
@@ -63,6 +69,38 @@ def _fix_old_vit(sd: dict, model: nn.Module | None, source: str) -> dict:
     return out
 
 
+_RES_EXTRA = re.compile(r"^(.*)\.(conv3|norm3)\.(.+)$")
+#: layouts whose checkpoints may come from MONAI <= 0.8 (residual blocks with an unused conv3)
+_OLD_RESBLOCK_LAYOUTS = ("monai", "monai-bundle", "monai-research-unetr")
+
+
+def _drop_unused_residual_projection(sd: dict, model: nn.Module | None, source: str, notes: list) -> dict:
+    """Drop ``conv3``/``norm3`` keys of ``UnetResBlock`` modules that (in MONAI >= 0.9) do not have them."""
+    if model is None:
+        return sd
+    from monai.networks.blocks.dynunet_block import UnetResBlock
+
+    own = model.state_dict()
+    dropped = []
+    for key in sd:
+        match = _RES_EXTRA.match(key)
+        if not match or key in own:
+            continue
+        try:
+            block = model.get_submodule(match.group(1))
+        except AttributeError:
+            continue
+        if isinstance(block, UnetResBlock) and not hasattr(block, match.group(2)):
+            dropped.append(key)
+    if dropped:
+        notes.append(
+            f"{source}: dropped {len(dropped)} unused residual-projection weights of MONAI <= 0.8 "
+            f"UnetResBlocks (never used in the forward pass): {', '.join(dropped)}"
+        )
+        logger.info(notes[-1])
+    return {k: v for k, v in sd.items() if k not in dropped}
+
+
 def _layout_monai(obj, model, key, source):
     return _fix_old_vit(_strip_prefix(_unwrap(obj, key, source)), model, source)
 
@@ -102,15 +140,22 @@ def map_state_dict(
     model: nn.Module | None = None,
     state_dict_key: str | None = None,
     source: str = "weights",
+    notes: list | None = None,
 ) -> dict:
-    """Translate an upstream checkpoint into the key layout of ``model`` (see :data:`KEY_LAYOUTS`)."""
+    """Translate an upstream checkpoint into the key layout of ``model`` (see :data:`KEY_LAYOUTS`).
+
+    ``notes`` (if given) receives one line per key that was dropped as unused by an old MONAI layout.
+    """
     try:
         mapper = KEY_LAYOUTS[key_layout]
     except KeyError:
         from ..names import unknown_name_error
 
         raise unknown_name_error("weights key layout", key_layout, KEY_LAYOUTS) from None
-    return mapper(checkpoint, model, state_dict_key, source)
+    sd = mapper(checkpoint, model, state_dict_key, source)
+    if key_layout in _OLD_RESBLOCK_LAYOUTS:
+        sd = _drop_unused_residual_projection(sd, model, source, notes if notes is not None else [])
+    return sd
 
 
 def _listing(items: list[str]) -> str:
@@ -125,15 +170,17 @@ def load_weights_into(
     *,
     state_dict_key: str | None = None,
     source: str = "weights",
+    notes: list | None = None,
 ) -> None:
     """Map ``state_dict`` with ``key_layout`` and load it strictly into ``model``.
 
     Keys and shapes are compared *before* anything is copied, so a mismatch leaves ``model`` untouched.
+    ``notes`` (if given) receives the mapping's notices (keys dropped as unused by an old MONAI layout).
 
     Raises:
         WeightsError: one line listing missing keys, unexpected keys and shape mismatches.
     """
-    sd = map_state_dict(state_dict, key_layout, model, state_dict_key, source)
+    sd = map_state_dict(state_dict, key_layout, model, state_dict_key, source, notes)
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]

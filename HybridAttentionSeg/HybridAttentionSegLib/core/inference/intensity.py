@@ -1,0 +1,143 @@
+"""Intensity normalisation of a card (window, z-score, percentile) and the label-map check.
+
+Semantics follow the MONAI transforms the upstream models were trained with:
+
+* ``window`` = ``ScaleIntensityRange(a_min, a_max, b_min, b_max, clip)``: ``(x - a_min) / (a_max - a_min)``,
+  then ``* (b_max - b_min) + b_min``, then clipped to ``[b_min, b_max]`` when ``clip`` (card: ``window``,
+  ``range`` (default ``[0, 1]``), ``clip`` (default true)); float32 arithmetic in MONAI's order;
+* ``zscore`` = ``NormalizeIntensity(nonzero, channel_wise)``: ``(x - mean) / std`` over the foreground
+  (``nonzero``) or all voxels, per channel (``channel_wise``, default true) or over all channels together;
+  voxels outside the foreground are 0 (MONAI leaves them as they were: 0 for a clean background);
+* ``percentile``: per channel, ``(x - p_lo) / (p_hi - p_lo)`` clipped to [0, 1].
+
+Robustness (issue 10): the foreground of ``nonzero`` does not depend on exact zeros. A voxel is foreground when
+``|x|`` exceeds ``max(1e-4 * scale, 5 * noise)``, where ``scale`` is the 99.9th percentile of ``|x|`` and
+``noise`` a robust estimate of the background noise (from the near-zero mode of the histogram; 0 for a clean
+zero background, so clean inputs keep MONAI's ``x != 0`` mask). Statistics are taken after an exact
+power-of-two rescaling (:func:`_zscore`), so a global factor between 1e-30 and 1e30 neither overflows nor
+underflows and gives the same normalised image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: foreground: |x| > max(REL_FLOOR * scale, NOISE_FACTOR * noise sigma)
+REL_FLOOR = 1e-4
+NOISE_FACTOR = 5.0
+#: the near-zero band used for the noise estimate (fraction of the scale) and the share of voxels it needs
+NOISE_BAND = 0.01
+NOISE_MIN_SHARE = 0.1
+#: |x| of a half-normal variable: median = 0.6745 sigma
+_HALF_NORMAL_MEDIAN = 0.6745
+#: label-map check: at most this many distinct values, all integers
+LABEL_MAP_MAX_VALUES = 16
+
+
+def _scale(a: np.ndarray) -> float:
+    """Robust magnitude of ``|x|`` (99.9th percentile, else the maximum)."""
+    s = float(np.percentile(a, 99.9)) if a.size else 0.0
+    return s if s > 0 else (float(a.max()) if a.size else 0.0)
+
+
+def foreground(x: np.ndarray) -> np.ndarray:
+    """Boolean foreground of one channel (or all channels) that does not depend on exact zeros."""
+    a = np.abs(x.astype(np.float64, copy=False))
+    scale = _scale(a)
+    if scale <= 0:
+        return np.zeros(x.shape, bool)
+    sigma, band = 0.0, NOISE_BAND * scale
+    for _ in range(3):  # the near-zero mode: refine the band around the noise it finds
+        near = a[a <= band]
+        if near.size < NOISE_MIN_SHARE * a.size:
+            break
+        sigma = float(np.median(near)) / _HALF_NORMAL_MEDIAN
+        band = max(NOISE_BAND * scale, 3.0 * sigma)
+    return a > max(REL_FLOOR * scale, NOISE_FACTOR * sigma)
+
+
+def _zscore(x: np.ndarray, nonzero: bool) -> np.ndarray:
+    """MONAI ``NormalizeIntensity`` on float32 data, bit for bit, but safe from overflow and underflow.
+
+    MONAI takes ``np.mean``/``np.std`` of the float32 values. Here the values are first multiplied by a power
+    of two that brings their magnitude near 1: such a scaling is exact in floating point, so the float32
+    statistics and ``(x - mean) / std`` are the very numbers MONAI computes on clean data, while squares of
+    1e30-scaled intensities can no longer overflow (nor those of 1e-30-scaled ones underflow).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    mask = foreground(x) if nonzero else np.ones(x.shape, bool)
+    values = x[mask]
+    if values.size == 0:
+        return np.zeros(x.shape, np.float32)
+    top = float(np.abs(values).max())
+    factor = np.float32(2.0 ** -np.frexp(top)[1]) if top > 0 else np.float32(1.0)
+    scaled = values * factor
+    mean = np.mean(scaled)
+    std = np.std(scaled)
+    if not std > 0:  # MONAI divides by 1 where std is 0: x - mean, which is 0 on the mask
+        std = factor
+    out = np.zeros(x.shape, np.float32) if nonzero else np.empty(x.shape, np.float32)
+    out[mask] = (scaled - mean) / std
+    return out
+
+
+def _window(data: np.ndarray, intensity: dict) -> np.ndarray:
+    lo, hi = (float(v) for v in intensity["window"])
+    b_min, b_max = (float(v) for v in intensity.get("range", (0.0, 1.0)))
+    if hi == lo:  # MONAI: warns and only subtracts a_min
+        return (data - np.float32(lo)).astype(np.float32)
+    out = (data - np.float32(lo)) / np.float32(hi - lo)
+    out = out * np.float32(b_max - b_min) + np.float32(b_min)
+    if intensity.get("clip", True):
+        out = np.clip(out, min(b_min, b_max), max(b_min, b_max))
+    return out.astype(np.float32)
+
+
+def _percentile(x: np.ndarray, percentiles) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    lo, hi = np.percentile(x64, percentiles)
+    if not hi > lo:
+        return np.zeros(x.shape, np.float32)
+    return np.clip((x64 - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def normalise_intensity(data: np.ndarray, intensity: dict) -> tuple[np.ndarray, bool]:
+    """Apply the card's intensity normalisation to (C, I, J, K) data -> (float32 data, is_constant)."""
+    data = np.asarray(data, dtype=np.float32)
+    flat = data.reshape(len(data), -1)
+    constant = bool(np.all(flat == flat[:, :1]))
+    method = intensity.get("method", "none")
+    if method == "window":
+        return _window(data, intensity), constant
+    out = data.copy()
+    if method == "percentile":
+        for c in range(len(data)):
+            out[c] = _percentile(data[c], intensity.get("percentiles", (0.5, 99.5)))
+    elif method == "zscore":
+        nonzero = bool(intensity.get("nonzero", False))
+        if intensity.get("channel_wise", True):
+            for c in range(len(data)):
+                out[c] = _zscore(data[c], nonzero)
+        else:
+            out = _zscore(data, nonzero)
+    return out, constant
+
+
+def label_map_reason(data: np.ndarray) -> str | None:
+    """Why ``data`` looks like a label map or mask rather than an image (None if it does not)."""
+    data = np.asarray(data)
+    step = max(1, data.size // 1_000_000)  # a quick look at a subsample first: most images fail it at once
+    for sample in (data.ravel()[::step], data):
+        finite = sample[np.isfinite(sample)]
+        if finite.size == 0 or not np.all(finite == np.round(finite)):
+            return None
+        if len(np.unique(finite)) > LABEL_MAP_MAX_VALUES:
+            return None
+        if step == 1:
+            break
+        return None
+    values = np.unique(finite)
+    if len(values) > LABEL_MAP_MAX_VALUES:
+        return None
+    shown = ", ".join(f"{v:g}" for v in values[:8]) + (" ..." if len(values) > 8 else "")
+    return f"it holds only {len(values)} distinct integer value(s) ({shown}), like a label map or mask"

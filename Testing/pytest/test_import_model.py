@@ -264,7 +264,8 @@ def test_bundle_folder_read_as_data(tmp_path):
     left = card.labels[2]["terminology"]
     assert left["type"]["code"] == "64033007" and left["modifier"]["code"] == "7771000"
     assert card.orientation == "RAS" and card.spacing == (1.5, 1.5, 2.0)
-    assert card.intensity == {"method": "window", "window": [-175.0, 250.0]}
+    assert card.intensity == {"method": "window", "window": [-175.0, 250.0], "range": [0.0, 1.0], "clip": True}
+    assert card.preprocessing_order == "resample-first" and card.blend == "constant"  # MONAI's default mode
     assert card.roi_size == (64, 64, 64) and card.sw_batch_size == 2
     assert card.data["metrics"][0]["value"] == 0.5 and "Apache" in card.data["license"]
     fresh = build(tiny_card("swin_unetr", "b", n_labels=3))

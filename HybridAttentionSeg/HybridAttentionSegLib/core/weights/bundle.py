@@ -9,8 +9,10 @@ which evaluates too (GHSA-wvpx-5qmp-46g3). None of that is used here. We only ``
 * ``network_def``: its ``_target_`` must be in :data:`ALLOWED_NETWORKS` (MONAI classes we build ourselves),
   every value must be a JSON literal or an ``@name`` reference to a literal; any ``$`` expression, ``%``
   macro, nested ``_target_`` or other ``_`` directive refuses the bundle;
-* preprocessing (``Orientationd``, ``Spacingd``, ``ScaleIntensityRanged``, ``NormalizeIntensityd``) and the
-  ``SlidingWindowInferer`` settings, compared as *strings*, read when literal and skipped otherwise;
+* preprocessing, inferer and post-processing (:mod:`.bundle_transforms`): every option that changes what the
+  network sees is honoured or the bundle is refused with one line; a ``Lambdad`` label painting is parsed
+  with :mod:`ast`, never evaluated; ``metadata.json``'s ``monai_version`` < 1.5 selects SwinUNETR's pre-1.5
+  patch merging (with a notice);
 * ``models/model.safetensors`` or ``models/model.pt`` (a state dict; ``models/model.ts`` is never read).
 
 Everything else in the configs (including ``$`` expressions elsewhere) is ignored and never evaluated.
@@ -27,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from ..errors import UnsafeModelError, UserInputError, WeightsError
 from . import archive as arc
 from .bundle_terms import KNOWN_TERMS, PALETTE
+from .bundle_transforms import read_inferer, read_postprocessing, read_preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -254,66 +257,15 @@ def parse_network_def(config: dict) -> tuple[str, int, int, dict, list | None]:
     return arch, in_channels, out_channels, kwargs, roi
 
 
-def _transforms(config: dict, key: str) -> list[dict]:
-    block = config.get(key)
-    items = (
-        block.get("transforms", []) if isinstance(block, dict) else (block if isinstance(block, list) else [])
-    )
-    return [t for t in items if isinstance(t, dict) and isinstance(t.get("_target_"), str)]
-
-
-def _plain(value):
-    """The value if it is a literal (no ``$``/``@``/``%`` strings anywhere), else None. Never evaluated."""
-    if isinstance(value, str):
-        return None if value[:1] in ("$", "@", "%") else value
-    if isinstance(value, list):
-        items = [_plain(v) for v in value]
-        return None if any(i is None for i in items) else items
-    return value if isinstance(value, (int, float, bool)) else None
-
-
-def read_preprocessing(config: dict, notes: list[str]) -> tuple[dict, dict, str | None]:
-    """(preprocessing, inference, activation) read from literal transform/inferer arguments."""
-    pre: dict = {"intensity": {"method": "none"}}
-    for t in _transforms(config, "preprocessing"):
-        name = t["_target_"].rsplit(".", 1)[-1]
-        if name in ("Orientationd", "Orientation") and _plain(t.get("axcodes")):
-            pre["orientation"] = _plain(t["axcodes"])
-        elif name in ("Spacingd", "Spacing") and _plain(t.get("pixdim")):
-            pixdim = _plain(t["pixdim"])
-            pre["spacing"] = (
-                [float(pixdim)] * 3 if isinstance(pixdim, (int, float)) else [float(p) for p in pixdim]
-            )
-        elif name in ("ScaleIntensityRanged", "ScaleIntensityRange"):
-            lo, hi = _plain(t.get("a_min")), _plain(t.get("a_max"))
-            if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
-                pre["intensity"] = {"method": "window", "window": [float(lo), float(hi)]}
-        elif name in ("NormalizeIntensityd", "NormalizeIntensity"):
-            pre["intensity"] = {"method": "zscore", "nonzero": bool(_plain(t.get("nonzero")) or False)}
-    inference: dict = {}
-    inferer = config.get("inferer")
-    if isinstance(inferer, dict) and str(inferer.get("_target_", "")).endswith("SlidingWindowInferer"):
-        for key in ("roi_size", "overlap", "sw_batch_size"):
-            value = _plain(inferer.get(key))
-            if value is not None:
-                inference[key] = value
-            elif key in inferer:
-                notes.append(f"inferer.{key} is an expression; not read")
-    activation = None
-    for t in _transforms(config, "postprocessing"):
-        if t["_target_"].rsplit(".", 1)[-1] in ("Activationsd", "Activations"):
-            activation = "sigmoid" if _plain(t.get("sigmoid")) is True else "softmax"
-    return pre, inference, activation
-
-
-def _labels(metadata: dict, out_channels: int, activation: str) -> list[dict]:
+def _labels(metadata: dict, out_channels: int, activation: str, regions: list[dict] | None = None) -> list[dict]:
     outputs = (metadata.get("network_data_format") or {}).get("outputs") or {}
     pred = next(iter(outputs.values()), {}) if outputs else {}
     channel_def = {int(k): str(v) for k, v in (pred.get("channel_def") or {}).items() if str(k).isdigit()}
     first = 0 if activation == "sigmoid" else 1
+    values = {r["channel"]: r["label"] for r in regions or []}
     labels = []
-    for channel in range(first, out_channels):
-        value = channel + 1 - first
+    for channel in sorted(values) if values else range(first, out_channels):
+        value = values.get(channel, channel + 1 - first)
         name = channel_def.get(channel, f"Label {value}")
         label = {"value": value, "name": name, "color": list(PALETTE[(value - 1) % len(PALETTE)])}
         if name.strip().lower() in KNOWN_TERMS:
@@ -335,8 +287,11 @@ def read_bundle(path: Path) -> Bundle:
         raise UserInputError("bundle has no configs/inference.json; pass --card with the model description")
     notes: list[str] = []
     arch, in_channels, out_channels, kwargs, roi_hint = parse_network_def(config)
-    pre, inference, activation = read_preprocessing(config, notes)
-    activation = activation or "softmax"
+    pre, inference = read_preprocessing(config, notes), read_inferer(config, notes)
+    post = read_postprocessing(config, out_channels, notes)
+    activation = post["activation"]
+    if arch == "swin_unetr":
+        kwargs = legacy_merging(kwargs, metadata, notes)
     inputs = (metadata.get("network_data_format") or {}).get("inputs") or {}
     image = next(iter(inputs.values()), {}) if inputs else {}
     inference.setdefault("roi_size", roi_hint or image.get("spatial_shape"))
@@ -351,7 +306,7 @@ def read_bundle(path: Path) -> Bundle:
             "channels": in_channels,
             "modalities": [str(image["modality"])] if image.get("modality") else [],
         },
-        "labels": _labels(metadata, out_channels, activation),
+        "labels": _labels(metadata, out_channels, activation, post["regions"]),
         "preprocessing": pre,
         "inference": inference,
         "license": _license(source, metadata),
@@ -367,7 +322,8 @@ def read_bundle(path: Path) -> Bundle:
         draft["output"] = {
             "activation": "sigmoid",
             "channels": out_channels,
-            "regions": [{"channel": c, "label": c + 1} for c in range(out_channels)],
+            "threshold": post["threshold"],
+            "regions": post["regions"],
         }
     for name in ("models/model.safetensors", "models/model.pt"):
         data = source.read(name)
@@ -380,6 +336,27 @@ def read_bundle(path: Path) -> Bundle:
         "fetch its large files first (python -m monai.bundle download) or import the weights file with --card"
     )
     raise WeightsError(message)
+
+
+def _version(text) -> tuple[int, ...] | None:
+    match = re.match(r"^\s*(\d+)\.(\d+)", str(text or ""))
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def legacy_merging(kwargs: dict, metadata: dict, notes: list[str]) -> dict:
+    """SwinUNETR of a bundle written by MONAI < 1.5: its ``"merging"`` was the pre-1.5 slicing (PR #8285)."""
+    version = _version(metadata.get("monai_version"))
+    if kwargs.get("downsample", "merging") != "merging":
+        return kwargs
+    if version is not None and version < (1, 5):
+        notes.append(f"metadata.json says monai_version {metadata['monai_version']} (< 1.5): SwinUNETR uses the "
+                     f"pre-1.5 PatchMerging slicing it was trained with (downsample 'merging-legacy')")
+        return {**kwargs, "downsample": "merging-legacy"}
+    if version is None:
+        notes.append("metadata.json states no monai_version: SwinUNETR uses MONAI >= 1.5 PatchMerging; if the "
+                     "bundle was trained with MONAI <= 1.4 set architecture.kwargs.downsample to "
+                     "'merging-legacy' with --card")
+    return kwargs
 
 
 def _license(source: _Source, metadata: dict) -> str:

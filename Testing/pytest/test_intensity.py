@@ -133,3 +133,26 @@ def test_demo_labels_survive_background_and_scale(demo, variant):
     labels = segmenter.run(_variant(volume, data)).labelmap
     agreement = (labels == clean).mean()
     assert agreement >= 0.995, f"{variant}: labels agree on {agreement:.4%} of voxels"
+
+
+def _nifti(path, data):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.asarray(data, np.float32), np.diag([2.0, 2.0, 2.0, 1.0])), str(path))
+    return path
+
+
+def test_cli_refuses_a_mask_unless_forced(tmp_path, capsys):
+    from HybridAttentionSegLib.cli import main
+
+    mask = np.zeros((40, 40, 40), np.float32)
+    mask[10:30, 10:30, 10:30] = 1.0
+    path = _nifti(tmp_path / "mask.nii.gz", mask)
+    args = ["segment", str(path), "--model", "mni-tissue-attention-unet", "--out", str(tmp_path / "out"),
+            "--attention", "none", "--device", "cpu", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "label map or mask" in err and "--force" in err
+    assert not (tmp_path / "out" / "mask.seg.nrrd").exists()
+    assert main([*args, "--force"]) == 0
+    assert (tmp_path / "out" / "mask.seg.nrrd").exists()

@@ -25,6 +25,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation for uncertainty")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--force", action="store_true",
+                        help="segment an input that looks like a label map or mask (refused by default)")
     parser.set_defaults(func=run)
 
 
@@ -38,7 +40,9 @@ def resolve_methods(card, requested: list[str] | None) -> list[str]:
 
 
 def run(args) -> int:
+    from ..core.errors import UserInputError
     from ..core.inference.engine import Segmenter
+    from ..core.inference.intensity import label_map_reason
     from ..core.inference.io import read_volume, stem_of
     from ..core.inference.preprocess import check_volume
     from ..core.inference.results import write_result
@@ -52,6 +56,10 @@ def run(args) -> int:
         check_method(card.spec, method)
     volume = read_volume(args.input)
     check_volume(volume, card.in_channels)  # fail fast, before any weights are loaded
+    reason = None if args.force else label_map_reason(volume.data)
+    if reason:
+        raise UserInputError(f"{args.input} does not look like an image: {reason}; pass the scan itself, or "
+                             f"--force to segment it anyway")
     if args.target_class is not None:
         card.label_index(args.target_class)
     with ProgressBar("downloading weights", enabled=not args.no_progress, unit="B") as download_bar:

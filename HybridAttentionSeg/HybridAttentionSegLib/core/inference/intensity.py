@@ -131,7 +131,7 @@ def label_map_reason(data: np.ndarray) -> str | None:
         finite = sample[np.isfinite(sample)]
         if finite.size == 0 or not np.all(finite == np.round(finite)):
             return None
-        if len(np.unique(finite)) > LABEL_MAP_MAX_VALUES:
+        if not 2 <= len(np.unique(finite)) <= LABEL_MAP_MAX_VALUES:  # a constant volume is not a label map
             return None
         if step == 1:
             break

@@ -203,3 +203,20 @@ def test_download_then_segment_matches_upstream(card, tmp_path):
     logger.info("%s card-grid via CLI vs MONAI %s: %s", card, record(card)["monai"], stats)
     assert stats["max_dprob"] <= MAX_DPROB, stats
     assert stats["differing_not_near_tie"] == 0, stats
+
+
+def test_import_model_of_a_monai_07_state_dict_drops_only_unused_conv3_with_a_notice(tmp_path, caplog):
+    """`import-model` of the upstream-layout UNETR file (+ card): strict load, the 3 drops named in a notice."""
+    from HybridAttentionSegLib.core.weights.importer import import_model
+
+    path, _ = checkpoint("unetr-btcv", _reduced_network("unetr-btcv").state_dict(), tmp_path / "upstream")
+    card = card_for_test("unetr-btcv", {"url": "http://127.0.0.1/x", "sha256": None,
+                                        "key_layout": "monai-research-unetr"})
+    card["id"] = "imported-unetr"
+    card_file = tmp_path / "card.json"
+    card_file.write_text(json.dumps(card))
+    with caplog.at_level(logging.INFO):
+        imported = import_model(path, card_file)
+    notices = [r.getMessage() for r in caplog.records if "residual-projection" in r.getMessage()]
+    assert len(notices) == 1 and all(k in notices[0] for k in UNUSED_CONV3)
+    assert imported.weights["key_layout"] == "hybridseg"

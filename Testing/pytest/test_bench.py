@@ -20,6 +20,9 @@ def test_bench_reports_both_pipelines_and_they_agree(tmp_path):
     for key in ("ours_s", "monai_reference_s", "ours_peak_mib", "monai_reference_peak_mib", "speedup_vs_monai"):
         assert report[key] > 0, key
     assert report["label_agreement"] >= 0.98
+    assert report["precision"] == "torch-fp32"  # the suite runs with HYBRIDSEG_FAST_PATH=off
+    assert report["reference_s"] == report["monai_reference_s"] and report["speedup"] == report["speedup_vs_monai"]
+    assert report["peak_rss_mb"] > 0 and report["shape"] == [40, 36, 44] and report["model"] == "synthetic"
 
 
 def test_bench_cli_json(tmp_path, capsys):

@@ -2,8 +2,14 @@
 
 Reference = MONAI dictionary transforms (Orientationd, Spacingd, NormalizeIntensityd) + ``SlidingWindowInferer``
 (card ROI, sw_batch_size 4, overlap 0.5, Gaussian blending, AMP on GPU) + softmax + ``Invertd`` + argmax.
-Ours = :class:`~.engine.Segmenter` (fast path: no attention hooks). Both use the same random-weight network,
-so no download is needed; speed does not depend on the weight values.
+Ours = :class:`~.engine.Segmenter` on its chosen path (``fast_path``: calibrated per model and machine, see
+``fastpath.py``; its one-time calibration runs in the warm-up, outside the timing). Both use the same network:
+the card's weights when they are on this machine (bundled or downloaded), else random weights (speed does not
+depend on the weight values; the label agreement then compares random-weight labels).
+
+With ``explain=True`` the report adds our time with the model's natural attention method (``attention_s``,
+``attention_overhead``) and with Grad-CAM for one class (``gradcam_s``, ``gradcam_ratio``), both relative to
+our segmentation alone.
 """
 
 from __future__ import annotations
@@ -96,22 +102,43 @@ def _reference(card: ModelCard, model, volume: Volume, device: torch.device, amp
     return inverted["pred"].argmax(0).numpy().astype(np.uint8)
 
 
-def run_bench(card: ModelCard, shape=(128, 128, 128), device: str = "auto", repeats: int = 3) -> dict:
+def _model(card: ModelCard, dev: torch.device):
+    """The card's network with its weights if they are on this machine, else seeded random weights."""
+    torch.manual_seed(0)
+    model = build_model(card)
+    weights = "random"
+    if card.bundled or card.downloaded:
+        from ..weights import load_model_weights
+
+        load_model_weights(card, model, download=False)
+        weights = "card"
+    return model.to(dev).eval(), weights
+
+
+def run_bench(card: ModelCard, shape=(128, 128, 128), device: str = "auto", repeats: int = 3,
+              fast_path: str | None = None, explain: bool = False) -> dict:
     """Time ours vs MONAI's reference (interleaved, best of ``repeats`` after a warm-up); returns a report."""
+    from .fastpath import cpu_name
+
     dev = resolve_device(device)
     amp = dev.type == "cuda"
-    torch.manual_seed(0)
-    model = build_model(card).to(dev).eval()
+    model, weights = _model(card, dev)
     spacing = card.spacing or (1.0, 1.0, 1.0)
     volume = synthetic_volume(shape, spacing)
-    ours = Segmenter(card, device=str(dev), model=model)
+    if card.in_channels > 1:
+        volume = Volume(np.repeat(volume.data, card.in_channels, axis=0), volume.affine, name=volume.name)
+    ours = Segmenter(card, device=str(dev), model=model, fast_path=fast_path)
     report = {"model": card.id, "shape": list(shape), "device": str(dev),
-              "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU",
-              "threads": torch.get_num_threads(), "roi": list(card.roi_size)}
+              "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
+              "threads": torch.get_num_threads(), "roi": list(card.roi_size), "weights": weights}
     runners = {
         "ours": lambda: ours.run(volume, keep_probabilities=False).labelmap,
         "monai_reference": lambda: _reference(card, model, volume, dev, amp),
     }
+    if explain:
+        natural = card.spec.natural_method
+        runners["attention"] = lambda: ours.run(volume, attention=[natural], keep_probabilities=False).labelmap
+        runners["gradcam"] = lambda: ours.run(volume, attention=["grad-cam"], keep_probabilities=False).labelmap
     labels, best, peaks = {}, dict.fromkeys(runners, float("inf")), dict.fromkeys(runners, 0.0)
     for fn in runners.values():
         fn()  # warm-up (allocator, kernels, caches)
@@ -131,4 +158,14 @@ def run_bench(card: ModelCard, shape=(128, 128, 128), device: str = "auto", repe
     same = labels["ours"].shape == labels["monai_reference"].shape
     report["label_agreement"] = (round(float((labels["ours"] == labels["monai_reference"]).mean()), 4)
                                  if same else None)
+    # the issue-14 field names (the long names above are kept for older scripts)
+    report.update(precision=ours.path_choice.name if ours.path_choice else "torch-fp32",
+                  reference_s=report["monai_reference_s"], speedup=report["speedup_vs_monai"],
+                  peak_rss_mb=round(peaks["ours"] * 1.048576, 1) if dev.type != "cuda" else None)
+    if dev.type == "cuda":
+        report["peak_gpu_mb"] = round(peaks["ours"] * 1.048576, 1)
+    if explain:
+        report["attention_method"] = card.spec.natural_method
+        report["attention_overhead"] = round(report["attention_s"] / max(report["ours_s"], 1e-9) - 1.0, 3)
+        report["gradcam_ratio"] = round(report["gradcam_s"] / max(report["ours_s"], 1e-9), 3)
     return report

@@ -21,6 +21,7 @@ README "Speed"). ONNX Runtime was measured too (about 1.6x) and torch.compile di
 from __future__ import annotations
 
 import logging
+import warnings
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
@@ -88,7 +89,9 @@ def _convert(module: torch.nn.Module, example: torch.Tensor):
     from openvino.frontend import FrontEndManager
     from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
 
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # shape checks in the explainers/MONAI blocks are constant for a fixed window size: tracing them is fine
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         decoder = TorchScriptPythonDecoder(module, example_input=(example,))
     frontend = FrontEndManager().load_by_framework("pytorch")
     return frontend.convert(frontend.load(decoder))

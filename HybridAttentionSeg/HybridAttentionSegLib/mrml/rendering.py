@@ -100,6 +100,19 @@ def writeWindowPNG(window: vtk.vtkRenderWindow, path) -> str:
     return str(path)
 
 
+def refreshColorLegends(compositeNode) -> None:
+    """Make the colour-legend displayable manager of a slice view pick up legend nodes added before its layers.
+
+    ``vtkMRMLColorLegendDisplayableManager`` creates its legend actors when a legend node is *added* to the
+    scene, or when the slice composite node reports a layer change by interaction flags (as the Qt slice
+    controller does); a view whose layers were set after the legend node needs the latter, emulated here.
+    """
+    flags = compositeNode.ForegroundVolumeFlag | compositeNode.BackgroundVolumeFlag | compositeNode.LabelVolumeFlag
+    compositeNode.SetInteractionFlags(flags)
+    compositeNode.Modified()
+    compositeNode.SetInteractionFlags(0)
+
+
 class _OffscreenView:
     """What every offscreen view shares: subclasses set ``self.window`` and implement :meth:`render`."""
 
@@ -188,17 +201,8 @@ class OffscreenSliceView(_OffscreenView):
         self.refreshColorLegends()
 
     def refreshColorLegends(self) -> None:
-        """Make the colour-legend displayable manager pick up legend nodes that existed before this view.
-
-        ``vtkMRMLColorLegendDisplayableManager`` creates its legend actors when a legend node is *added* to the
-        scene, or when the slice composite node reports a layer change by interaction flags (as the Qt slice
-        controller does); a view created after the legend node needs the latter, which this emulates.
-        """
-        composite = self.compositeNode
-        flags = (composite.ForegroundVolumeFlag | composite.BackgroundVolumeFlag | composite.LabelVolumeFlag)
-        composite.SetInteractionFlags(flags)
-        composite.Modified()
-        composite.SetInteractionFlags(0)
+        """Make the colour-legend displayable manager pick up legend nodes that existed before this view."""
+        refreshColorLegends(self.compositeNode)
 
     def resize(self, size) -> None:
         """Resize the window and the slice node's view dimensions."""

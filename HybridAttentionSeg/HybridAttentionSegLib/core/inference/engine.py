@@ -154,6 +154,7 @@ class Segmenter:
         self._runner = None
         #: window batch on CUDA (no gradient maps); CPU runs the card's batch size
         self.gpu_window_batch = 4
+        self.window_seconds = 0.0
         if model is None:
             from ..weights import load_model_weights
 
@@ -196,6 +197,7 @@ class Segmenter:
             return self._empty_result(volume, methods, notices + [notice], timings, t0)
 
         runner = self._fast_runner()
+        self.window_seconds = 0.0
         window_methods = [m for m in methods if m != "uncertainty"]
         needs_class = [m for m in window_methods if WINDOW_EXPLAINERS[m].needs_class]
         first_pass = [m for m in window_methods if m not in needs_class]
@@ -234,6 +236,7 @@ class Segmenter:
         for method in methods:
             result_maps[method] = map_on_input_grid(prepared, maps.pop(method)[0, 0])
         timings["postprocess_s"] = time.perf_counter() - t3
+        timings["windows_s"] = self.window_seconds  # model + maps, all passes (the split in bench_ct.py)
         timings["total_s"] = time.perf_counter() - t0
         if not labelmap.any():
             notices.append("no structure was segmented in this volume")
@@ -269,6 +272,7 @@ class Segmenter:
             nonlocal done
             if should_cancel is not None and should_cancel():
                 raise CancelledError("cancelled by the user")
+            t_window = time.perf_counter()
             out, fast_maps = runner(window, hooked)
             by_explainer = dict(zip(map(id, hooked), fast_maps, strict=True))
             with ExitStack() as stack:  # gradient explainers run their own fp32 forward/backward
@@ -277,6 +281,7 @@ class Segmenter:
                 for explainer in gradient:
                     by_explainer[id(explainer)] = explainer.window_map(window, out).float()
             window_maps = [by_explainer[id(e)].to(out.device) for e in explainers]
+            self.window_seconds += time.perf_counter() - t_window  # the rest of a pass is padding + stitching
             done += window.shape[0]
             progress.update(min(done, total))
             return (out, *window_maps) if window_maps else out

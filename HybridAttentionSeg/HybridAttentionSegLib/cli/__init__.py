@@ -17,7 +17,7 @@ import sys
 #: subcommand modules, in --help order
 COMMAND_MODULES = (
     "architectures", "models", "segment", "bench", "train", "demo", "download", "import_model",
-    "refine", "eval_clicks", "review",
+    "refine", "eval_clicks", "review", "explain_eval",
 )
 
 logger = logging.getLogger("hybridseg")

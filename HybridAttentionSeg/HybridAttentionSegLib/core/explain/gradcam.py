@@ -14,6 +14,8 @@ map, and the engine normalises the stitched map anyway. The map is ReLU(sum_k w_
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from monai.visualize import GradCAM
 from monai.visualize.class_activation_maps import ModelWithHooks
@@ -75,12 +77,19 @@ class GradCAMExplainer(Explainer):
     name = "grad-cam"
     needs_grad = True
     needs_class = True
+    #: the MONAI CAM class computing the map from the hooked activations and gradients
+    cam_class: ClassVar[type] = GradCAM
+
+    def target_layer(self) -> str:
+        """Module name of the layer the map is computed on."""
+        return self.spec.gradcam_layer
 
     def window_map(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         if self.target_class is None:
             message = "grad-cam needs a target class; pass target_class (a label index >= 1)"
             raise ValueError(message)
-        hooks = MaskedScoreHooks(self.model, self.spec.gradcam_layer)
+        layer = self.target_layer()
+        hooks = MaskedScoreHooks(self.model, layer)
         params = [p for p in self.model.parameters()]
         flags = [p.requires_grad for p in params]
         try:
@@ -88,7 +97,7 @@ class GradCAMExplainer(Explainer):
             with torch.inference_mode(False), torch.enable_grad():
                 for p in params:
                     p.requires_grad_(False)  # only activation gradients are needed: skip weight gradients
-                cam = GradCAM(hooks, target_layers=self.spec.gradcam_layer, postprocessing=_identity)
+                cam = self.cam_class(hooks, target_layers=layer, postprocessing=_identity)
                 result = cam(x.detach().clone(), class_idx=int(self.target_class))
             return result.detach().float().clamp_min(0.0)
         finally:

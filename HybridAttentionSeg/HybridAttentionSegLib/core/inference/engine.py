@@ -20,6 +20,7 @@ import torch
 
 from ..errors import CancelledError, UserInputError
 from ..explain import WINDOW_EXPLAINERS
+from ..explain.masking import body_mask, mask_outside
 from ..models.cards import ModelCard
 from ..models.registry import check_method
 from . import fastpath
@@ -189,7 +190,8 @@ class Segmenter:
         notices: list[str] = []
 
         prepared = prepare(volume, card.orientation, card.spacing, card.intensity,
-                           order=card.preprocessing_order, crop_foreground=card.crop_foreground)
+                           order=card.preprocessing_order, crop_foreground=card.crop_foreground,
+                           device=self.device)  # resampling on the GPU when there is one
         timings["preprocess_s"] = time.perf_counter() - t0
         if prepared.constant:
             notice = "the volume is constant (no contrast): nothing to segment; returning an empty segmentation"
@@ -233,8 +235,9 @@ class Segmenter:
             labelmap = labels_on_input_grid(card, prepared, probabilities)
         timings["inverse_labels_s"] = time.perf_counter() - t3
         result_maps = {}
+        body = body_mask(volume.data, card.intensity) if methods else None  # maps mean nothing outside it
         for method in methods:
-            result_maps[method] = map_on_input_grid(prepared, maps.pop(method)[0, 0])
+            result_maps[method] = mask_outside(map_on_input_grid(prepared, maps.pop(method)[0, 0]), body)
         timings["postprocess_s"] = time.perf_counter() - t3
         timings["windows_s"] = self.window_seconds  # model + maps, all passes (the split in bench_ct.py)
         timings["total_s"] = time.perf_counter() - t0

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .preprocess import Prepared, _invert_ornt
+from .preprocess import Prepared, _invert_ornt, orient_tensor
 
 
 def resize(prepared: Prepared, t: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
@@ -26,17 +26,8 @@ def resize(prepared: Prepared, t: torch.Tensor, fill: float = 0.0) -> torch.Tens
 
 
 def unorient(prepared: Prepared, t: torch.Tensor) -> torch.Tensor:
-    """Undo the orientation transform on the last three axes (a torch view: flips, then a permutation).
-
-    Same semantics as ``nibabel.orientations.apply_orientation`` with the inverse transform.
-    """
-    inverse = _invert_ornt(prepared.ornt)
-    offset = t.dim() - 3
-    flips = [offset + axis for axis, flip in enumerate(inverse[:, 1]) if flip == -1]
-    if flips:
-        t = t.flip(flips)
-    order = list(range(offset)) + [offset + int(a) for a in np.argsort(inverse[:, 0])]
-    return t.permute(order)
+    """Undo the orientation transform on the last three axes (torch views: flips, then a permutation)."""
+    return orient_tensor(t, _invert_ornt(prepared.ornt))
 
 
 def labels_on_input_grid(card, prepared: Prepared, probabilities: torch.Tensor) -> np.ndarray:

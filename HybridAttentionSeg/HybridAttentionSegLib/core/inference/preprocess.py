@@ -98,6 +98,18 @@ def _apply_ornt(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     return out
 
 
+def orient_tensor(t: torch.Tensor, ornt: np.ndarray) -> torch.Tensor:
+    """``nibabel.orientations.apply_orientation`` on the last three axes of a tensor, as torch views (any device).
+
+    Flips and a permutation only: no copy (the numpy version stacks a copy per channel), and it runs on the GPU.
+    """
+    offset = t.dim() - 3
+    flips = [offset + axis for axis, flip in enumerate(ornt[:, 1]) if flip == -1]
+    if flips:
+        t = t.flip(flips)
+    return t.permute(list(range(offset)) + [offset + int(a) for a in np.argsort(ornt[:, 0])])
+
+
 def _invert_ornt(ornt: np.ndarray) -> np.ndarray:
     """Orientation transform that undoes ``ornt``."""
     inverse = np.zeros_like(ornt)
@@ -140,8 +152,12 @@ def _foreground_box(tensor: torch.Tensor):
 
 
 def prepare(volume: Volume, orientation: str | None, spacing, intensity: dict, *,
-            order: str = "intensity-first", crop_foreground: bool = False) -> Prepared:
-    """Normalise intensities, re-orient and resample ``volume`` onto the model grid (module docstring)."""
+            order: str = "intensity-first", crop_foreground: bool = False, device=None) -> Prepared:
+    """Normalise intensities, re-orient and resample ``volume`` onto the model grid (module docstring).
+
+    ``device``: where the re-orientation and resampling run and the model-grid tensor lives (GPU-resident on
+    CUDA); intensity normalisation stays in numpy on the CPU.
+    """
     if order not in ORDERS:
         raise ValueError(f"unknown preprocessing order {order!r}; use one of {ORDERS}")
     data, constant = volume.data, False
@@ -151,10 +167,10 @@ def prepare(volume: Volume, orientation: str | None, spacing, intensity: dict, *
         ornt = nio.ornt_transform(nio.io_orientation(volume.affine), nio.axcodes2ornt(tuple(orientation)))
     else:
         ornt = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
-    oriented = _apply_ornt(np.asarray(data, dtype=np.float32), ornt)
+    # torch views (no full-size copies; on ``device``), same voxels as nibabel's apply_orientation
+    tensor = orient_tensor(torch.from_numpy(np.asarray(data, dtype=np.float32)).to(device or "cpu"), ornt)[None]
     affine = volume.affine @ nio.inv_ornt_aff(ornt, volume.shape)
-    oriented_shape = tuple(int(s) for s in oriented.shape[1:])
-    tensor = torch.from_numpy(np.ascontiguousarray(oriented))[None]
+    oriented_shape = tuple(int(s) for s in tensor.shape[2:])
     steps = (1.0, 1.0, 1.0)
     if spacing is not None:
         sizes, steps = spacing_grid(oriented_shape, spacing_of(affine), spacing)
@@ -163,12 +179,12 @@ def prepare(volume: Volume, orientation: str | None, spacing, intensity: dict, *
             # new voxel n sits at old index n * step: the first voxel centre is kept (MONAI Spacingd)
             affine = affine @ np.diag([*steps, 1.0])
     if order == "resample-first":
-        array, constant = normalise_intensity(tensor[0].numpy(), intensity)
-        tensor = torch.from_numpy(array)[None]
+        array, constant = normalise_intensity(tensor[0].cpu().numpy(), intensity)
+        tensor = torch.from_numpy(array)[None].to(device or "cpu")
     resampled_shape = tuple(int(s) for s in tensor.shape[2:])
     box = _foreground_box(tensor) if crop_foreground else None
     if box is not None:
         (a, b, c), (d, e, f) = box
         tensor = tensor[:, :, a:d, b:e, c:f].contiguous()
-    return Prepared(tensor.float(), ornt, volume.shape, oriented_shape, affine, constant, tuple(steps),
+    return Prepared(tensor.float().contiguous(), ornt, volume.shape, oriented_shape, affine, constant, tuple(steps),
                     resampled_shape, box)

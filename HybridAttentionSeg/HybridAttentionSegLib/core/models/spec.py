@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from torch import nn
 
 #: every attention/explanation method name the engine knows, in display order
-ATTENTION_METHODS = ("gates", "rollout", "segment-attention", "window-attention", "grad-cam", "uncertainty")
+ATTENTION_METHODS = ("gates", "rollout", "segment-attention", "relevance", "window-attention", "grad-cam", "hirescam",
+                     "uncertainty")
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,9 @@ class ArchitectureSpec:
         build: ``build(in_channels, out_channels, roi_size, **kwargs) -> nn.Module``.
         attention_methods: explainer names it supports (natural method first).
         constraints: ROI constraints.
-        gradcam_layer: module name used as Grad-CAM target layer.
+        gradcam_layer: module name used as Grad-CAM target layer (the layer that scored best in
+            ``hybridseg explain-eval`` for the bundled model of the architecture, where there is one).
+        hirescam_layer: module name used by HiResCAM (default: ``gradcam_layer``).
         tiny_kwargs: kwargs building a tiny variant for tests.
         tiny_roi: ROI used with ``tiny_kwargs`` in tests.
         vit_blocks: callable returning the transformer blocks whose ``attn.att_mat`` holds attention
@@ -66,6 +69,7 @@ class ArchitectureSpec:
     attention_methods: tuple[str, ...]
     constraints: Constraints = field(default_factory=Constraints)
     gradcam_layer: str = ""
+    hirescam_layer: str = ""
     tiny_kwargs: dict = field(default_factory=dict)
     tiny_roi: tuple[int, int, int] = (32, 32, 32)
     vit_blocks: Callable[[nn.Module], list] | None = None

@@ -189,7 +189,7 @@ def test_cmake_follows_the_extension_wizard_template():
     top = TOP_CMAKE.read_text()
     assert top.splitlines()[0] == WIZARD_CMAKE_MINIMUM
     positions = [top.find(statement) for statement in WIZARD_TOP_ORDER]
-    assert -1 not in positions and positions == sorted(positions), dict(zip(WIZARD_TOP_ORDER, positions))
+    assert -1 not in positions and positions == sorted(positions), dict(zip(WIZARD_TOP_ORDER, positions, strict=True))
     for key in WIZARD_EXTENSION_KEYS:
         assert f"set({key} " in top, key
     contributors = [c.strip() for c in _cmake_set(top, "EXTENSION_CONTRIBUTORS").split(",")]
@@ -200,7 +200,8 @@ def test_cmake_follows_the_extension_wizard_template():
     assert _cmake_set(top, "EXTENSION_CATEGORY") == entry["category"]
     module = MODULE_CMAKE.read_text()
     positions = [module.find(statement) for statement in WIZARD_MODULE_ORDER]
-    assert -1 not in positions and positions == sorted(positions), dict(zip(WIZARD_MODULE_ORDER, positions))
+    order = dict(zip(WIZARD_MODULE_ORDER, positions, strict=True))
+    assert -1 not in positions and positions == sorted(positions), order
     assert "set(MODULE_NAME HybridAttentionSeg)" in module and "WITH_GENERIC_TESTS" in module
     for line in ("${MODULE_NAME}.py", "Resources/Icons/${MODULE_NAME}.png", "Resources/UI/${MODULE_NAME}.ui"):
         assert f"  {line}\n" in module, line

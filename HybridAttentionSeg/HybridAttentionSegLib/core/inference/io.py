@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidVolumeError
-from .volume import LPS_TO_RAS, Volume
+from .volume import LPS_TO_RAS, Volume, check_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -58,33 +58,26 @@ def read_volume(path: str | os.PathLike) -> Volume:
         else:
             image = sitk.ReadImage(str(path))
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown reason"
-        message = f"cannot read {path.name} ({first}); supported formats: {SUPPORTED}"
-        raise InvalidVolumeError(message) from err
+        raise InvalidVolumeError(_itk_read_error(path, str(err))) from err
     return volume_from_sitk(image, name=stem_of(path))
 
 
-def _read_nifti(path: Path) -> Volume:
-    """NIfTI through nibabel: ITK's NIfTI reader silently turns NaN voxels into 0, hiding bad input."""
-    import nibabel as nib
+def _itk_read_error(path: Path, text: str) -> str:
+    """One line for an ITK read failure; degenerate geometry (ITK refuses it) gets a specific remedy."""
+    if "Zero-valued spacing" in text:
+        return f"{path.name} has zero voxel spacing in its header; fix the header's spacing (voxel size) and try again"
+    if "Bad direction" in text:
+        return (f"{path.name} has a singular direction matrix in its header (two voxel axes point the same way); "
+                "fix the header's orientation and try again")
+    first = text.strip().splitlines()[-1] if text.strip() else "unknown reason"
+    return f"cannot read {path.name} ({first}); supported formats: {SUPPORTED}"
 
-    try:
-        image = nib.load(str(path))
-        data = np.asarray(image.dataobj, dtype=np.float32)
-    except Exception as err:  # nibabel raises several unrelated types for corrupt files
-        message = f"cannot read {path.name} ({type(err).__name__}: {err}); supported formats: {SUPPORTED}"
-        raise InvalidVolumeError(message) from err
-    if data.ndim == 2:
-        message = f"{path.name} is a 2D image; a 3D volume is needed (load the whole series, not one slice)"
-        raise InvalidVolumeError(message)
-    if data.ndim == 5 and data.shape[3] == 1:  # NIfTI vector data is (I, J, K, 1, C)
-        data = data[:, :, :, 0]
-    if data.ndim == 4:
-        data = np.moveaxis(data, 3, 0)
-    elif data.ndim != 3:
-        message = f"{path.name} has shape {data.shape}; a 3D volume (or 4D channels) is needed"
-        raise InvalidVolumeError(message)
-    return Volume(data, image.affine, name=stem_of(path))
+
+def _read_nifti(path: Path) -> Volume:
+    """NIfTI: voxels through nibabel (ITK turns NaN into 0), geometry through ITK, as Slicer reads it."""
+    from .nifti import read_nifti
+
+    return read_nifti(path, name=stem_of(path))
 
 
 def volume_from_sitk(image, name: str = "volume") -> Volume:
@@ -119,6 +112,7 @@ def volume_from_sitk(image, name: str = "volume") -> Volume:
     lps = np.eye(4)
     lps[:3, :3] = direction @ np.diag(spacing)
     lps[:3, 3] = origin
+    check_geometry(LPS_TO_RAS @ lps, name)
     return Volume(data, LPS_TO_RAS @ lps, name=name)
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InvalidVolumeError
+
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -83,3 +85,28 @@ def ras_to_ijk(affine: np.ndarray, ras: np.ndarray) -> np.ndarray:
 def same_grid(a: np.ndarray, b: np.ndarray, shape_a, shape_b, atol: float = 1e-4) -> bool:
     """True when two (affine, shape) pairs describe the same voxel grid."""
     return tuple(shape_a) == tuple(shape_b) and np.allclose(a, b, atol=atol)
+
+
+#: smallest |det| of the unit direction matrix accepted: below it two voxel axes (nearly) coincide
+MIN_DIRECTION_DETERMINANT = 1e-6
+
+
+def check_geometry(affine: np.ndarray, name: str = "volume") -> None:
+    """Refuse a degenerate voxel grid: non-finite values, zero spacing or a singular direction matrix.
+
+    Raises:
+        InvalidVolumeError: with one line naming the problem and the remedy.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)):
+        message = f"{name} has non-finite values in its voxel-to-world matrix; fix the image header and try again"
+        raise InvalidVolumeError(message)
+    spacing = spacing_of(affine)
+    if np.any(spacing <= 1e-9):
+        message = (f"{name} has zero voxel spacing ({', '.join(f'{s:g}' for s in spacing)} mm); fix the image "
+                   "header's spacing (voxel size) and try again")
+        raise InvalidVolumeError(message)
+    if abs(float(np.linalg.det(affine[:3, :3] / spacing))) < MIN_DIRECTION_DETERMINANT:
+        message = (f"{name} has a singular direction matrix (two voxel axes point the same way); fix the image "
+                   "header's orientation and try again")
+        raise InvalidVolumeError(message)

@@ -1,9 +1,10 @@
-"""``hybridseg refine INPUT --seg SEG.seg.nrrd --probabilities PROB.nrrd --click=R,A,S,LABEL ... --out OUT``.
+"""``hybridseg refine INPUT --seg SEG.seg.nrrd --probabilities PROB.nrrd --click R,A,S,LABEL ... --out OUT``.
 
 Headless correction of a segmentation: optional per-segment thresholds on the probability map, then clicks
 (RAS millimetres; LABEL is a segment name, segment ID, label value or ``background``), replayed in the order
 given (pass all clicks so far each time). The output is on the segmentation's grid with the same segment
-names, colours, label values and terminology.
+names, colours, label values and terminology (``.seg.nrrd``), or as a NIfTI labelmap (``.nii``/``.nii.gz``).
+``--out`` is never one of the inputs and an existing file is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ def add_parser(subparsers) -> None:
                              "--probabilities`); needed for --threshold, recommended for clicks")
     parser.add_argument("--click", action="append", default=[], metavar="R,A,S,LABEL",
                         help="a click at RAS mm: LABEL is a segment name, ID or value, or 'background'; "
-                             "repeatable; write --click=R,A,S,LABEL when R is negative "
-                             "(e.g. --click=-12,4,30,Liver)")
+                             "repeatable; negative coordinates need no '=' (--click -12,4,30,Liver)")
     parser.add_argument("--threshold", action="append", default=[], metavar="SEGMENT=T",
                         help="re-derive SEGMENT as probability >= T (applied before the clicks); repeatable")
-    parser.add_argument("--out", required=True, help="output .seg.nrrd")
+    parser.add_argument("--out", required=True,
+                        help="output file: .seg.nrrd (Slicer segmentation, names and colours kept) or "
+                             ".nii / .nii.gz (NIfTI labelmap); never one of the inputs")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--radius-mm", type=float, default=20.0, help="largest distance a click reaches (mm)")
     parser.add_argument("--tolerance", type=float, default=2.5,
                         help="intensity tolerance of a click, in robust standard deviations of the class")
@@ -114,14 +117,63 @@ def load_inputs(image_path, seg_path, probabilities_path):
     return volume, labelmap, affine, segments, probabilities
 
 
+#: output extensions -> format written
+OUT_FORMATS = {".seg.nrrd": "seg.nrrd", ".nii.gz": "nifti", ".nii": "nifti"}
+
+
+def check_numbers(args) -> None:
+    """``--radius-mm`` and ``--tolerance`` must be positive, finite numbers."""
+    import math
+
+    from ..core.errors import UserInputError
+
+    for option, value in (("--radius-mm", args.radius_mm), ("--tolerance", args.tolerance)):
+        if not math.isfinite(value) or value <= 0:
+            message = f"{option} must be a positive number, got {value:g}; e.g. {option} 20"
+            raise UserInputError(message)
+
+
+def check_out(out: str, inputs: list[str | None]):
+    """Where and in which format ``--out`` is written -> (path, format); refuses folders and inputs."""
+    import os
+    from pathlib import Path
+
+    from ..core.errors import UserInputError
+
+    if not out.strip():
+        raise UserInputError("--out is empty; give an output file such as corrected.seg.nrrd")
+    path = Path(out).expanduser()
+    if path.is_dir() or out.endswith(("/", os.sep)):
+        message = (f"--out {out} is a folder; give a file name in it ending in .seg.nrrd or .nii.gz "
+                   f"(e.g. {path / 'corrected.seg.nrrd'})")
+        raise UserInputError(message)
+    fmt = next((f for ext, f in OUT_FORMATS.items() if path.name.lower().endswith(ext)), None)
+    if fmt is None or path.name.lower() in OUT_FORMATS:
+        message = (f"--out {out} names no output format; end it in .seg.nrrd (Slicer segmentation) or .nii / "
+                   ".nii.gz (NIfTI labelmap)")
+        raise UserInputError(message)
+    for given in filter(None, inputs):
+        same = path.resolve() == Path(given).expanduser().resolve()
+        if same or (path.exists() and Path(given).exists() and os.path.samefile(path, given)):
+            message = f"--out {out} is one of the inputs ({given}); write the result to a new file"
+            raise UserInputError(message)
+    return path, fmt
+
+
 def run(args) -> int:
     import numpy as np
 
     from ..core.correction.refine import apply_clicks, click_from_ras, threshold_segment
     from ..core.errors import UserInputError
-    from ..core.inference.io import write_segmentation_nrrd
+    from ..core.inference.io import write_labelmap_nifti, write_segmentation_nrrd
     from ..core.inference.volume import spacing_of
+    from ..core.outputs import OutputSet
 
+    check_numbers(args)
+    out_path, out_format = check_out(args.out, [args.input, args.seg, args.probabilities])
+    outputs = OutputSet(out_path.parent, out_path.name, [out_path.name], overwrite=args.overwrite,
+                        remedy="pass --overwrite to replace it or choose another --out")
+    outputs.check()  # before any work: an existing or unwritable --out is refused now
     volume, labelmap, affine, segments, probabilities = load_inputs(args.input, args.seg, args.probabilities)
     thresholds = [parse_threshold(t, segments) for t in args.threshold]
     parsed = [parse_click(c, segments) for c in args.click]
@@ -134,7 +186,12 @@ def run(args) -> int:
     report: list[dict] = []
     labelmap = apply_clicks(volume.data[0], labelmap, probabilities, clicks, spacing_of(affine),
                             radius_mm=args.radius_mm, tolerance=args.tolerance, report=report)
-    out = write_segmentation_nrrd(args.out, labelmap, affine, segments)  # ids and tags kept
+    with outputs, outputs.writing():
+        if out_format == "nifti":
+            write_labelmap_nifti(outputs.path(out_path.name), labelmap, affine)
+        else:
+            write_segmentation_nrrd(outputs.path(out_path.name), labelmap, affine, segments)  # ids, tags kept
+        out = outputs.commit()[out_path.name]
     names = {s["value"]: s["name"] for s in segments}
     counts = np.bincount(labelmap.ravel(), minlength=256)
     for entry, (ras, _) in zip(report, parsed, strict=False):

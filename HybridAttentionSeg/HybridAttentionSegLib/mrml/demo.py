@@ -157,7 +157,7 @@ def segment_models(cards, volume, out_dir: Path, resolution: int = 2, device: st
         seconds = time.perf_counter() - t0
         for notice in result.notices:
             logger.warning("%s: %s", card.id, notice)
-        summary = write_result(result, out_dir, card.id)
+        summary = write_result(result, out_dir, card.id, overwrite=True)  # the demo regenerates its folder
         dice, region = reference_dice(card, result.labelmap, resolution)
         runs.append(ModelRun(card, methods, summary["files"], seconds, dice, region))
         logger.info("%s: %.1f s, Dice %s", card.id, seconds, dice)

@@ -195,7 +195,7 @@ class Worker:
         for notice in result.notices:
             logger.warning(notice)
         summary = write_result(result, request["out_dir"], request.get("stem") or "result",
-                               probabilities=keepProbabilities)
+                               probabilities=keepProbabilities, overwrite=bool(request.get("overwrite")))
         summary.update(labels=card.labels, title=card.title, natural_method=card.spec.natural_method,
                        target_class_value=result.target_class, reused_model=reused, worker_pid=os.getpid())
         return summary

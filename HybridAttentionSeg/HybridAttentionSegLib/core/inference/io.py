@@ -23,17 +23,36 @@ logger = logging.getLogger(__name__)
 SUPPORTED = ".nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd or a DICOM series folder"
 
 
+#: extensions :func:`stem_of` removes (longest first); any other dot is part of the stem
+MEDICAL_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".hdr.gz", ".img.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd",
+                      ".dcm", ".hdr", ".img", ".mgz", ".mgh")
+
+
 def stem_of(path: str | os.PathLike) -> str:
-    """File name without its extensions (``a/b/ct.seg.nii.gz`` -> ``ct``); folder name for DICOM folders."""
+    """Name for a run's outputs: the file name minus one known medical-image extension.
+
+    ``sub01.T1.nii.gz`` -> ``sub01.T1`` (so ``sub01.T2.nii.gz`` gets its own outputs), ``ct.seg.nrrd`` ->
+    ``ct``; a DICOM folder keeps its name. Leading dots are dropped (``.x.nii.gz`` -> ``x``: outputs are never
+    hidden files); an empty result becomes ``volume``.
+    """
     name = Path(path).name
-    return name.split(".")[0] if not Path(path).is_dir() else name
+    if not Path(path).is_dir():
+        lower = name.lower()
+        for extension in MEDICAL_EXTENSIONS:
+            if lower.endswith(extension) and len(name) > len(extension):
+                name = name[: -len(extension)]
+                break
+    return name.lstrip(".").strip() or "volume"
 
 
-def read_volume(path: str | os.PathLike) -> Volume:
+def read_volume(path: str | os.PathLike, series: str | None = None) -> Volume:
     """Read a scalar or multi-channel 3D volume as a (C, I, J, K) float32 :class:`Volume`.
 
+    ``series``: Series Instance UID to read from a DICOM folder holding several series (see :mod:`.dicom`).
+
     Raises:
-        InvalidVolumeError: missing, empty or unreadable file, or not 3D data.
+        InvalidVolumeError: missing, empty or unreadable file, or not 3D data; a DICOM folder with several
+            series and no ``series``.
     """
     import SimpleITK as sitk
 
@@ -46,12 +65,10 @@ def read_volume(path: str | os.PathLike) -> Volume:
         raise InvalidVolumeError(message)
     try:
         if path.is_dir():
+            from .dicom import series_files
+
             reader = sitk.ImageSeriesReader()
-            files = reader.GetGDCMSeriesFileNames(str(path))
-            if not files:
-                message = f"no DICOM series found in folder {path}; give a folder holding one DICOM series"
-                raise InvalidVolumeError(message)
-            reader.SetFileNames(files)
+            reader.SetFileNames(series_files(path, series))
             image = reader.Execute()
         elif path.name.lower().endswith((".nii", ".nii.gz")):
             return _read_nifti(path)
@@ -186,6 +203,27 @@ def terminology_entry(label: dict) -> str:
         code(term.get("category")), code(term.get("type")), code(term.get("modifier")),
         "Anatomic codes - DICOM master list", code(term.get("region")), "^^",
     ])
+
+
+def write_labelmap_nifti(path, labelmap: np.ndarray, affine: np.ndarray) -> Path:
+    """Write an (I, J, K) uint8 labelmap as NIfTI (``.nii`` or ``.nii.gz``) on the given IJK->RAS grid.
+
+    sform and qform both hold the affine (code 1, scanner), so ITK (Slicer) and nibabel read the same grid;
+    a sheared affine, which a qform cannot hold, is written as sform only. NIfTI has no segment names or
+    colours: ``.seg.nrrd`` keeps them.
+    """
+    import nibabel as nib
+
+    affine = np.asarray(affine, dtype=np.float64)
+    image = nib.Nifti1Image(np.asarray(labelmap, dtype=np.uint8), affine)
+    axes = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    orthogonal = np.allclose(axes.T @ axes, np.eye(3), atol=1e-6)
+    image.set_sform(affine, code=1)
+    image.set_qform(affine if orthogonal else None, code=1 if orthogonal else 0)
+    image.header.set_xyzt_units("mm")
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
+    return Path(path)
 
 
 def write_segmentation_nrrd(path, labelmap: np.ndarray, affine: np.ndarray, labels: list[dict]) -> Path:

@@ -1,18 +1,20 @@
 """Writing a :class:`~.engine.SegmentationResult` as files (one naming scheme for CLI, worker and demo).
 
 ``DIR/STEM.seg.nrrd``, ``DIR/STEM.attention-METHOD.nrrd``, ``DIR/STEM.probabilities.nrrd`` (optional) and
-``DIR/STEM.json``. All on the input grid; every file is written to a temporary name and renamed.
+``DIR/STEM.json``. All on the input grid; written all or nothing through :class:`~..outputs.OutputSet`
+(staged beside the destination, moved in when complete; existing outputs refused unless ``overwrite``).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import platform
 from importlib import metadata
-from pathlib import Path
 
 import numpy as np
 
+from ..outputs import OutputSet
 from .engine import SegmentationResult
 from .io import atomic_path, write_scalar_nrrd, write_segmentation_nrrd
 from .volume import spacing_of
@@ -52,21 +54,58 @@ def result_summary(result: SegmentationResult, files: dict[str, str] | None = No
     }
 
 
-def write_result(result: SegmentationResult, out_dir, stem: str, probabilities: bool = False) -> dict:
-    """Write all files of ``result`` into ``out_dir``; returns the summary that was written as JSON."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {"segmentation": str(write_segmentation_nrrd(out_dir / f"{stem}.seg.nrrd", result.labelmap,
-                                                          result.affine, result.card.labels))}
-    for method, volume in sorted(result.attention.items()):
-        files[f"attention-{method}"] = str(write_scalar_nrrd(out_dir / f"{stem}.attention-{method}.nrrd",
-                                                              volume, result.affine))
-    if probabilities and result.probabilities is not None:
-        files["probabilities"] = str(write_scalar_nrrd(out_dir / f"{stem}.probabilities.nrrd",
-                                                       result.probabilities, result.affine))
-    summary = result_summary(result, files)
-    json_path = out_dir / f"{stem}.json"
-    with atomic_path(json_path) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
-    summary["files"]["summary"] = str(json_path)
+def result_names(stem: str, methods=(), probabilities: bool = False) -> list[str]:
+    """File names of one result, in the order they are moved in (the JSON summary last)."""
+    names = [f"{stem}.seg.nrrd"] + [f"{stem}.attention-{method}.nrrd" for method in sorted(methods)]
+    if probabilities:
+        names.append(f"{stem}.probabilities.nrrd")
+    return names + [f"{stem}.json"]
+
+
+def result_outputs(out_dir, stem: str, methods=(), probabilities: bool = False,
+                   overwrite: bool = False) -> OutputSet:
+    """The :class:`~..outputs.OutputSet` of a result: refuses (or with ``overwrite`` replaces) every earlier
+    output of ``stem`` in ``out_dir``, including attention maps of methods not run this time."""
+    escaped = glob.escape(stem)
+    replaces = [f"{escaped}.seg.nrrd", f"{escaped}.attention-*.nrrd", f"{escaped}.probabilities.nrrd",
+                f"{escaped}.json"]
+    return OutputSet(out_dir, stem, result_names(stem, methods, probabilities), overwrite=overwrite,
+                     replaces=replaces)
+
+
+def estimate_result_bytes(shape, methods: int, probability_channels: int = 0) -> int:
+    """Upper bound of a result's size on disk: uncompressed uint8 labels plus float32 maps, plus 1 MiB."""
+    voxels = int(np.prod(shape))
+    return voxels * (1 + 4 * methods + 4 * probability_channels) + 2**20
+
+
+def write_result(result: SegmentationResult, out_dir, stem: str, probabilities: bool = False,
+                 overwrite: bool = False, outputs: OutputSet | None = None) -> dict:
+    """Write all files of ``result`` into ``out_dir``, all or nothing; returns the summary written as JSON.
+
+    Existing outputs of ``stem`` are refused (:class:`~..errors.UserInputError`) unless ``overwrite``. Pass
+    ``outputs`` (from :func:`result_outputs`, already checked and opened before inference) to write through
+    it; otherwise one is checked and opened here.
+    """
+    names = result_names(stem, result.attention, probabilities and result.probabilities is not None)
+    if outputs is None:
+        outputs = result_outputs(out_dir, stem, result.attention, probabilities, overwrite)
+        outputs.check()
+    outputs.names = names
+    with outputs, outputs.writing():
+        folder = outputs.folder
+        files = {"segmentation": str(folder / names[0])}
+        write_segmentation_nrrd(outputs.path(names[0]), result.labelmap, result.affine, result.card.labels)
+        for method, volume in sorted(result.attention.items()):
+            name = f"{stem}.attention-{method}.nrrd"
+            write_scalar_nrrd(outputs.path(name), volume, result.affine)
+            files[f"attention-{method}"] = str(folder / name)
+        if f"{stem}.probabilities.nrrd" in names:
+            write_scalar_nrrd(outputs.path(f"{stem}.probabilities.nrrd"), result.probabilities, result.affine)
+            files["probabilities"] = str(folder / f"{stem}.probabilities.nrrd")
+        summary = result_summary(result, files)
+        with atomic_path(outputs.path(names[-1])) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2))
+        outputs.commit()
+    summary["files"]["summary"] = str(folder / names[-1])
     return summary

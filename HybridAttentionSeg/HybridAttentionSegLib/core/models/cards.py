@@ -233,15 +233,29 @@ class ModelCard:
 def load_card_file(path: Path) -> list[ModelCard]:
     """Load one catalog file (a card or a list of cards)."""
     path = Path(path)
+    if path.is_dir():
+        message = f"catalog path {path} is a folder; give a JSON card file (--catalog / HYBRIDSEG_CATALOG)"
+        raise UserInputError(message)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         message = f"catalog file not found: {path}; check the --catalog / HYBRIDSEG_CATALOG path"
+        raise UserInputError(message) from err
+    except UnicodeDecodeError as err:
+        message = f"catalog file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8 JSON"
         raise UserInputError(message) from err
     except json.JSONDecodeError as err:
         message = f"catalog file {path} is not valid JSON ({err.msg} at line {err.lineno}); fix the file"
         raise UserInputError(message) from err
+    except OSError as err:
+        message = f"cannot read catalog file {path} ({err.strerror or err}); check the path and its permissions"
+        raise UserInputError(message) from err
     items = data if isinstance(data, list) else [data]
+    for item in items:
+        if not isinstance(item, dict):
+            message = (f"catalog file {path} must hold a model card (JSON object) or a list of cards, found "
+                       f"{type(item).__name__} {json.dumps(item)[:40]}; see `hybridseg models --json`")
+            raise UserInputError(message)
     return [ModelCard.from_dict(item, path) for item in items]
 
 

@@ -15,6 +15,7 @@ Hashes are written ``"sha256:<hex>"`` / ``"md5:<hex>"`` (pooch's notation).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -41,6 +42,23 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
         while chunk := handle.read(1024 * 1024):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def new_folders_removed_on_failure(folder: Path):
+    """If the block fails, remove the folders up to ``folder`` that did not exist before it and are empty.
+
+    A failed download must not leave empty ``<cache>/weights/<id>/`` folders that look like a cached model.
+    """
+    folder = Path(folder)
+    missing = [f for f in (folder, *folder.parents) if not f.exists()]
+    try:
+        yield
+    except BaseException:
+        for created in missing:  # deepest first; stops mattering at the first non-empty one
+            with contextlib.suppress(OSError):
+                created.rmdir()
+        raise
 
 
 def sidecar_path(path: Path) -> Path:

@@ -60,10 +60,16 @@ def _deep_merge(base: dict, override: dict) -> dict:
 def _read_card_file(path: Path | None) -> dict:
     if path is None:
         return {}
+    if Path(path).is_dir():
+        raise UserInputError(f"--card {path} is a folder; give the model card's JSON file (--card CARD.json)")
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise UserInputError(f"card file not found: {path}; check the --card path") from err
+    except UnicodeDecodeError as err:
+        raise UserInputError(f"card file {path} is not UTF-8 text; save it as UTF-8 JSON") from err
+    except OSError as err:
+        raise UserInputError(f"cannot read card file {path} ({err.strerror or err}); check --card") from err
     except json.JSONDecodeError as err:
         raise UserInputError(f"card file {path} is not valid JSON ({err.msg} at line {err.lineno})") from err
     if isinstance(data, list):
@@ -130,6 +136,49 @@ def _load_source(path: Path, card_override: dict) -> tuple[dict, object, str]:
     raise UserInputError(message)
 
 
+def check_labels_match_outputs(card: ModelCard) -> None:
+    """Every output channel the network predicts must map to a declared label, and every label to a channel.
+
+    Softmax: channel ``c`` is label value ``c`` (channel 0 the background), so the values must be exactly
+    ``1 .. channels-1``. Sigmoid: every region reads an existing channel and paints a declared label, and every
+    label is painted by some region. Otherwise voxels would carry a value with no segment (or a segment could
+    never appear).
+
+    Raises:
+        UserInputError: the card's labels and output channels disagree.
+    """
+    channels = card.out_channels
+    values = sorted(label["value"] for label in card.labels)
+    if card.activation == "sigmoid":
+        regions = card.output_regions
+        bad_channels = sorted({r["channel"] for r in regions if r["channel"] >= channels})
+        painted = {int(r["label"]) for r in regions}
+        problems = []
+        if not regions:
+            problems.append("no output.regions")
+        if bad_channels:
+            problems.append(f"regions read channels {bad_channels} of {channels}")
+        if painted - set(values):
+            problems.append(f"regions paint undeclared label values {sorted(painted - set(values))}")
+        if set(values) - painted:
+            problems.append(f"labels {sorted(set(values) - painted)} are painted by no region")
+        if problems:
+            message = (f"model card {card.id!r}: {'; '.join(problems)}; make output.regions and labels agree "
+                       f"(see Resources/docs/model-cards.md)")
+            raise UserInputError(message)
+        return
+    expected = list(range(1, channels))
+    if values != expected:
+        missing = sorted(set(expected) - set(values))
+        extra = sorted(set(values) - set(expected))
+        detail = "; ".join(filter(None, [f"no label for channel(s) {missing}" if missing else "",
+                                         f"label value(s) {extra} beyond the last channel" if extra else ""]))
+        message = (f"model card {card.id!r}: the network has {channels} output channels (background + "
+                   f"{channels - 1} classes) but the labels have values {values} ({detail}); give one label per "
+                   f"class channel, values 1..{channels - 1} (see Resources/docs/model-cards.md)")
+        raise UserInputError(message)
+
+
 def _choose_id(model_id: str | None, card: dict, path: Path) -> str:
     chosen = model_id or card.get("id") or _slug(card.get("title") or path.stem)
     if not _ID.match(chosen):
@@ -173,6 +222,7 @@ def import_model(
     card["weights"] = {"file": "pending", "sha256": None}
     validate_card_dict(card, f"for {path.name} (merge of the bundle and --card)")
     spec_card = ModelCard(card)
+    check_labels_match_outputs(spec_card)
     model = spec_card.spec.build(
         spec_card.in_channels, spec_card.out_channels, spec_card.roi_size, **spec_card.architecture_kwargs
     )

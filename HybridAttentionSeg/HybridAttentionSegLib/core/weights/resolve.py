@@ -86,11 +86,12 @@ def resolve_weights_file(
         raise DownloadError(f"{what}: the card has no weights.url; add one or import the model")
     weights = _weights(card)
     archive = _archive(card)
-    if archive is None:
-        return dl.fetch(
-            urls, cached, sha256=weights.get("sha256"), md5=weights.get("md5"), progress=progress, what=what
-        )
-    return _fetch_archive_member(card, urls, cached, progress, what)
+    with dl.new_folders_removed_on_failure(cached.parent):
+        if archive is None:
+            return dl.fetch(
+                urls, cached, sha256=weights.get("sha256"), md5=weights.get("md5"), progress=progress, what=what
+            )
+        return _fetch_archive_member(card, urls, cached, progress, what)
 
 
 def _fetch_archive_member(card, urls, cached: Path, progress, what: str) -> Path:

@@ -12,7 +12,11 @@ Writes ``<out-dir>/<id>.safetensors`` and ``<out-dir>/<id>.json`` (a model card 
 from __future__ import annotations
 
 import json
+import re
 import shlex
+
+#: what a model id may look like (also a file stem: no folders, no hidden files)
+MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
 def add_parser(subparsers) -> None:
@@ -24,6 +28,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--kwargs", default="{}", metavar="JSON", help="architecture kwargs as a JSON object")
     parser.add_argument("--id", dest="model_id", required=True, help="model id (card id and file stem)")
     parser.add_argument("--out-dir", default=".", help="where to write <id>.safetensors and <id>.json")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing model <id> in --out-dir (default: refuse before training)")
     parser.add_argument("--steps", type=int, default=1000, help="optimisation steps (default 1000)")
     parser.add_argument("--patch", type=int, nargs="+", default=[64, 64, 48], metavar="N",
                         help="patch / inference ROI size: one or three ints (default 64 64 48)")
@@ -84,6 +90,10 @@ def run(args) -> int:
     from ..core.training.trainer import run_training
 
     config = _config(args)
+    if not MODEL_ID.match(config.model_id):
+        message = (f"--id {config.model_id!r} is not a valid model id: use lower-case letters, digits, '.', '_' "
+                   "and '-' (e.g. --id my-brain-model)")
+        raise UserInputError(message)
     spec = get_architecture(config.architecture)
     try:
         spec.constraints.check_roi(config.patch)
@@ -92,7 +102,7 @@ def run(args) -> int:
         message = (f"--patch {' '.join(map(str, config.patch))} does not suit {spec.name}: every side must be a "
                    f"multiple of {limits.divisor} and at least {limits.min_size}; e.g. --patch 64 64 48")
         raise UserInputError(message) from err
-    card = run_training(config, Path(args.out_dir))
+    card = run_training(config, Path(args.out_dir), overwrite=args.overwrite)
     dice = ", ".join(f"{m['label']} {m['value']:.3f}" for m in card["metrics"] if m["name"] == "dice")
     print(f"{card['id']}: held-out Dice {dice}; wall time {card['training']['wall_time_s']} s "
           f"-> {Path(args.out_dir) / card['weights']['file']}")

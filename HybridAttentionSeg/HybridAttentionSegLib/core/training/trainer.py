@@ -235,10 +235,24 @@ def _metrics(scores: dict, kind: str, source: str) -> list[dict]:
     return [{"name": kind, "label": name, "value": value, "source": source} for name, value in scores.items()]
 
 
-def run_training(config: TrainConfig, out_dir: Path) -> dict:
-    """Train, write ``<id>.safetensors`` and ``<id>.json`` in ``out_dir``, and return the card dict."""
-    with torch_settings(config.threads):
-        return _run_training(config, Path(out_dir))
+def run_training(config: TrainConfig, out_dir: Path, overwrite: bool = False) -> dict:
+    """Train, write ``<id>.safetensors`` and ``<id>.json`` in ``out_dir``, and return the card dict.
+
+    An existing model ``<id>`` in ``out_dir`` is refused before training unless ``overwrite``. Weights and card
+    are written as one unit (:class:`~..outputs.OutputSet`): staged beside ``out_dir``, moved in together
+    once both are complete, so an interrupted run leaves the previous pair (or nothing) and never a card
+    whose checksum does not match its weights.
+    """
+    from ..outputs import OutputSet
+
+    names = [f"{config.model_id}.safetensors", f"{config.model_id}.json"]
+    outputs = OutputSet(out_dir, config.model_id, names, overwrite=overwrite, option="--out-dir",
+                        remedy="pass --overwrite to replace that model or choose another --id")
+    outputs.check()
+    with torch_settings(config.threads), outputs, outputs.writing():
+        data = _run_training(config, outputs.staging)
+        outputs.commit()
+    return data
 
 
 def _run_training(config: TrainConfig, out_dir: Path) -> dict:

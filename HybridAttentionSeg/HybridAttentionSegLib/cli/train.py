@@ -38,6 +38,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in the card")
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    parser.add_argument("--data", choices=("synthetic", "template"), default="synthetic",
+                        help="synthetic subjects from the template's tissue maps (default) or the template itself")
+    parser.add_argument("--contrast", choices=("t1", "any"), default="t1",
+                        help="synthetic tissue contrast: T1-like ordering (default) or contrast-agnostic")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--title", default=None, help="card title")
@@ -67,7 +71,10 @@ def _config(args):
     command = ["hybridseg", "train", "--architecture", args.architecture,
                "--kwargs", json.dumps(kwargs, separators=(", ", ": ")), "--steps", str(args.steps),
                "--patch", *map(str, patch), "--batch-size", str(args.batch_size), "--lr", f"{args.lr:g}",
-               "--seed", str(args.seed), "--overlap", f"{args.overlap:g}", "--device", args.device]
+               "--seed", str(args.seed), "--overlap", f"{args.overlap:g}", "--device", args.device,
+               "--data", args.data]
+    if args.data == "synthetic":
+        command += ["--contrast", args.contrast]
     if args.threads:
         command += ["--threads", str(args.threads)]
     if args.no_augment:
@@ -77,7 +84,8 @@ def _config(args):
     command += ["--out-dir", args.out_dir, "--id", args.model_id]
     return TrainConfig(architecture=args.architecture, model_id=args.model_id, kwargs=kwargs, steps=args.steps,
                        patch=patch, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       augment=not args.no_augment, overlap=args.overlap, device=args.device,
+                       augment=not args.no_augment, data=args.data, contrast=args.contrast,
+                       overlap=args.overlap, device=args.device,
                        threads=args.threads, title=args.title, command=shlex.join(command),
                        progress=not args.no_progress)
 

@@ -125,3 +125,67 @@ class TissueBatches:
             images.append(convert_to_tensor(item["image"], track_meta=False).float())
             labels.append(convert_to_tensor(item["label"], track_meta=False).round().long())
         return torch.stack(images), torch.stack(labels)
+
+
+class SyntheticBatches:
+    """Training batches from synthetic subjects (:mod:`.synth`): one new subject per batch.
+
+    Subjects are drawn from ``synth.TRAINING_SEEDS`` with ``region="train"`` (the held-out slab's anatomy is cut
+    away before warping). Which subject, where its patches lie (centred on a grey-matter, white-matter or any
+    tissue voxel, with jitter) and the flips along each axis (p 0.5) all come from one
+    ``numpy.random.default_rng(seed)``, so every architecture trained with the same seed sees the same data.
+    Each subject is normalised as a whole with the engine's :func:`..preprocess.normalise_intensity`.
+
+    Args:
+        patch: patch size (I, J, K) on the template grid.
+        intensity: the card's ``preprocessing.intensity``.
+        seed: seed of all random choices.
+        resolution: template resolution in mm (1 or 2).
+        contrast: the generator's contrast model ("t1" or "any").
+        augment: flip patches (the generator itself is always random).
+    """
+
+    def __init__(self, patch, intensity: dict, seed: int, resolution: int = 2, contrast: str = "t1",
+                 augment: bool = True):
+        from .synth import TRAINING_SEEDS, SyntheticSubjects
+
+        self.patch = tuple(int(p) for p in patch)
+        self.intensity = dict(intensity)
+        self.augment = augment
+        self.seeds = TRAINING_SEEDS
+        self.subjects = SyntheticSubjects(TRAINING_SEEDS, region="train", contrast=contrast, resolution=resolution)
+        self.shape = self.subjects.shape
+        if any(p > s for p, s in zip(self.patch, self.shape, strict=True)):
+            message = f"patch {self.patch} does not fit in the template grid {self.shape}; use a smaller --patch"
+            raise UserInputError(message)
+        self.rng = np.random.default_rng(seed)
+
+    def _corner(self, pools) -> tuple[int, int, int]:
+        pool = pools[int(self.rng.integers(len(pools)))]
+        centre = np.unravel_index(pool[int(self.rng.integers(len(pool)))], self.shape)
+        corner = []
+        for c, p, limit in zip(centre, self.patch, self.shape, strict=True):
+            jitter = int(self.rng.integers(-p // 4, p // 4 + 1))
+            corner.append(int(np.clip(c - p // 2 + jitter, 0, limit - p)))
+        return tuple(corner)
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``size`` patches of one new subject: image (B, 1, *patch) float32 and label (B, 1, *patch) int64."""
+        seed = self.seeds[int(self.rng.integers(len(self.seeds)))]
+        image, labels, _ = self.subjects.subject(seed)
+        volume = normalise_intensity(image.data, self.intensity)[0]
+        flat = labels.ravel()
+        pools = [np.flatnonzero(flat == mni.GREY_MATTER), np.flatnonzero(flat == mni.WHITE_MATTER),
+                 np.flatnonzero(flat)]
+        images, targets = [], []
+        for _ in range(size):
+            i, j, k = self._corner(pools)
+            window = (slice(i, i + self.patch[0]), slice(j, j + self.patch[1]), slice(k, k + self.patch[2]))
+            x, y = volume[(slice(None), *window)], labels[window][None]
+            if self.augment:
+                for axis in (1, 2, 3):
+                    if self.rng.uniform() < 0.5:
+                        x, y = np.flip(x, axis), np.flip(y, axis)
+            images.append(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+            targets.append(torch.from_numpy(np.ascontiguousarray(y).astype(np.int64)))
+        return torch.stack(images), torch.stack(targets)

@@ -50,6 +50,8 @@ class TrainConfig:
     seed: int = 0
     resolution: int = 2
     augment: bool = True
+    data: str = "synthetic"
+    contrast: str = "t1"
     overlap: float = 0.5
     device: str = "cpu"
     threads: int | None = None
@@ -135,7 +137,7 @@ def _train(config: TrainConfig) -> tuple[torch.nn.Module, dict]:
     from monai.utils import set_determinism
     from tqdm import tqdm
 
-    from ..data.sampling import TissueBatches
+    from ..data.sampling import SyntheticBatches, TissueBatches
     from ..inference.engine import resolve_device
     from ..models.registry import get_architecture
 
@@ -145,7 +147,11 @@ def _train(config: TrainConfig) -> tuple[torch.nn.Module, dict]:
     set_determinism(seed=config.seed)
     out_channels = 1 + max(label["value"] for label in mni.TISSUE_LABELS)
     model = spec.build(1, out_channels, tuple(config.patch), **config.kwargs).to(device)
-    batches = TissueBatches(config.patch, INTENSITY, config.seed, config.resolution, config.augment)
+    if config.data == "synthetic":
+        batches = SyntheticBatches(config.patch, INTENSITY, config.seed, config.resolution, config.contrast,
+                                   config.augment)
+    else:
+        batches = TissueBatches(config.patch, INTENSITY, config.seed, config.resolution, config.augment)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config))
@@ -199,15 +205,23 @@ def build_card(config: TrainConfig, weights: dict, training: dict, metrics: list
 
     spec = get_architecture(config.architecture)
     title = config.title or f"MNI152 grey/white matter demo ({spec.name})"
+    if config.data == "synthetic":
+        trained_on = ("Trained only on synthetic subjects drawn from the MNI152 2009 template's tissue maps "
+                      "(nilearn; random warps, tissue intensities, resolution, bias field, noise and backgrounds: "
+                      "core.data.synth, Resources/docs/demo-data.md), never on the template's image or on the "
+                      "held-out slab's anatomy; validated on held-out synthetic subjects and on the template "
+                      "(Resources/docs/validation.md).")
+    else:
+        trained_on = ("Trained only on the MNI152 2009 template shipped by nilearn (labels derived from its GM/WM "
+                      "probability maps, see Resources/docs/demo-data.md) with intensity, bias-field and "
+                      "deformation augmentation; validated on a held-out axial slab.")
     return {
         "id": config.model_id,
         "title": title,
         "version": "1.0",
         "description": (
             f"Demo model trained by the project ({spec.family}: {spec.description}). Segments grey and white "
-            "matter in skull-stripped T1-weighted brain MRI. Trained only on the MNI152 2009 template shipped "
-            "by nilearn (labels derived from its GM/WM probability maps, see Resources/docs/demo-data.md) with "
-            "intensity, bias-field and deformation augmentation; validated on a held-out axial slab."),
+            f"matter in skull-stripped T1-weighted brain MRI. {trained_on}"),
         "architecture": {"name": config.architecture, "kwargs": dict(config.kwargs)},
         "input": {"channels": 1, "modalities": ["MR T1w (skull-stripped)"]},
         "labels": [dict(label) for label in mni.TISSUE_LABELS],
@@ -265,9 +279,18 @@ def _run_training(config: TrainConfig, out_dir: Path) -> dict:
                            {"id": config.model_id, "architecture": config.architecture,
                             "kwargs": config.kwargs, "seed": config.seed})
     date = datetime.date.today().isoformat()
+    if config.data == "synthetic":
+        from ..data.synth import TRAINING_SEEDS, ranges_dict
+
+        data = {"source": "core.data.synth.SyntheticSubjects (tissue maps of the MNI152 2009 template shipped by "
+                          f"nilearn, {config.resolution} mm; Resources/docs/demo-data.md)",
+                "seeds": f"drawn from range({TRAINING_SEEDS.start}, {TRAINING_SEEDS.stop}), one subject per step",
+                "region": "train", "contrast": config.contrast, "ranges": ranges_dict()}
+    else:
+        data = ("MNI152 2009 T1 template shipped by nilearn, "
+                f"{config.resolution} mm; labels and held-out slab: Resources/docs/demo-data.md")
     training = {
-        "data": "MNI152 2009 T1 template shipped by nilearn, "
-                f"{config.resolution} mm; labels and held-out slab: Resources/docs/demo-data.md",
+        "data": data,
         "training_region": f"k < {mni.heldout_first_slice(config.resolution)} (RAS z < {mni.HELDOUT_Z_MIN_MM:g} mm)",
         "device": info["device"], "date": date, "steps": config.steps, "batch_size": config.batch_size,
         "patch": list(config.patch), "seed": config.seed, "optimizer": "AdamW",

@@ -11,9 +11,10 @@ Semantics follow the MONAI transforms the upstream models were trained with:
 * ``percentile``: per channel, ``(x - p_lo) / (p_hi - p_lo)`` clipped to [0, 1].
 
 Robustness (issue 10): the foreground of ``nonzero`` does not depend on exact zeros. A voxel is foreground when
-``|x|`` exceeds ``max(1e-4 * scale, 5 * noise)``, where ``scale`` is the 99.9th percentile of ``|x|`` and
-``noise`` a robust estimate of the background noise (from the near-zero mode of the histogram; 0 for a clean
-zero background, so clean inputs keep MONAI's ``x != 0`` mask). Statistics are taken after an exact
+``|x|`` exceeds ``max(2**-23 * scale, 5 * noise)``, where ``scale`` is the 99.9th percentile of ``|x|`` and
+``noise`` a robust estimate of the background noise (from the near-zero mode of the histogram, when its shape
+is that of noise; 0 for a clean zero background, so clean inputs keep MONAI's ``x != 0`` mask). Statistics are
+taken after an exact
 power-of-two rescaling (:func:`_zscore`), so a global factor between 1e-30 and 1e30 neither overflows nor
 underflows and gives the same normalised image.
 """
@@ -22,12 +23,15 @@ from __future__ import annotations
 
 import numpy as np
 
-#: foreground: |x| > max(REL_FLOOR * scale, NOISE_FACTOR * noise sigma)
-REL_FLOOR = 1e-4
+#: foreground: |x| > max(REL_FLOOR * scale, NOISE_FACTOR * noise sigma); REL_FLOOR is float32's resolution
+#: (2**-23): a value that small next to the image's intensities vanishes in ``x - mean`` anyway
+REL_FLOOR = 2.0**-23
 NOISE_FACTOR = 5.0
 #: the near-zero band used for the noise estimate (fraction of the scale) and the share of voxels it needs
 NOISE_BAND = 0.01
 NOISE_MIN_SHARE = 0.1
+#: p90 / p50 of the near-zero band that counts as noise (half-normal about 2.4, Rayleigh about 1.8)
+NOISE_SHAPE = (1.5, 4.0)
 #: |x| of a half-normal variable: median = 0.6745 sigma
 _HALF_NORMAL_MEDIAN = 0.6745
 #: label-map check: at most this many distinct values, all integers
@@ -51,7 +55,13 @@ def foreground(x: np.ndarray) -> np.ndarray:
         near = a[a <= band]
         if near.size < NOISE_MIN_SHARE * a.size:
             break
-        sigma = float(np.median(near)) / _HALF_NORMAL_MEDIAN
+        median, high = (float(v) for v in np.percentile(near, [50, 90]))
+        # noise magnitudes (half-normal, Rician/Rayleigh) have p90/p50 of about 1.8-2.4; smooth dark image
+        # content (e.g. the tails of a blob) is far more skewed, a constant offset far less: neither is noise
+        if not (median > 0 and NOISE_SHAPE[0] <= high / median <= NOISE_SHAPE[1]):
+            sigma = 0.0
+            break
+        sigma = median / _HALF_NORMAL_MEDIAN
         band = max(NOISE_BAND * scale, 3.0 * sigma)
     return a > max(REL_FLOOR * scale, NOISE_FACTOR * sigma)
 

@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "data")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if sys.version_info[:2] != (3, 11):  # MONAI 0.7-0.9 import distutils, which Python 3.12 removed
+        log.error("run this with Python 3.11 (found %s): the old MONAI releases need it", sys.version.split()[0])
+        return 2
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}

@@ -220,3 +220,19 @@ def test_import_model_of_a_monai_07_state_dict_drops_only_unused_conv3_with_a_no
     notices = [r.getMessage() for r in caplog.records if "residual-projection" in r.getMessage()]
     assert len(notices) == 1 and all(k in notices[0] for k in UNUSED_CONV3)
     assert imported.weights["key_layout"] == "hybridseg"
+
+
+def test_legacy_merging_concatenates_the_pre_15_slices():
+    """MONAI 0.9-1.4 ``PatchMerging.forward`` took x0..x7 = (0,0,0) (1,0,0) (0,1,0) (0,0,1) (1,0,1) (0,1,0)
+    (0,0,1) (1,1,1) (offsets along D, H, W; from the 1.4.0 source); MONAI 1.6.1 takes other ones."""
+    from HybridAttentionSegLib.core.models.networks.swin_legacy import LegacyPatchMerging
+    from monai.networks.nets.swin_unetr import PatchMerging
+
+    x = torch.arange(8, dtype=torch.float32).reshape(1, 2, 2, 2, 1)  # value = 4*d + 2*h + w
+    legacy, current = LegacyPatchMerging(dim=1), PatchMerging(dim=1)
+    for merging in (legacy, current):
+        merging.norm, merging.reduction = torch.nn.Identity(), torch.nn.Identity()
+    expected = [4 * d + 2 * h + w for d, h, w in
+                [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 1), (0, 1, 0), (0, 0, 1), (1, 1, 1)]]
+    assert legacy(x).flatten().tolist() == expected
+    assert current(x).flatten().tolist() != expected

@@ -232,3 +232,27 @@ def test_engine_downloads_on_first_use(payload, cache):
         assert all(torch.equal(first.model.state_dict()[k], v) for k, v in state.items())
         Segmenter(card, device="cpu")
         assert server.hits["/files/model.pt"] == 1
+
+
+@pytest.mark.parametrize("failure", ["wrong-hash", "truncated", "http-404", "unreachable"])
+def test_failed_download_leaves_no_empty_cache_folders(payload, cache, failure):
+    """Issue 10: a failed first download must not leave ``<cache>/weights/<id>/`` (or the cache) behind empty."""
+    _, data = payload
+    assert not cache.exists()
+    with http_server({"model.pt": data}) as server:
+        url, digest = {
+            "wrong-hash": (server.url("files/model.pt"), sha256(b"other")),
+            "truncated": (server.url("truncated/model.pt"), sha256(data)),
+            "http-404": (server.url("status/404"), sha256(data)),
+            "unreachable": (closed_port_url(), sha256(data)),
+        }[failure]
+        card = _card(url=url, sha256=digest)
+        with pytest.raises((ChecksumError, DownloadError)):
+            resolve_weights_file(card)
+    assert not cache.exists(), sorted(str(p.relative_to(cache)) for p in cache.rglob("*"))
+    # a cache that already held other models keeps them; only the new, empty model folder goes
+    (cache / "weights" / "other").mkdir(parents=True)
+    (cache / "weights" / "other" / "model.pt").write_bytes(b"x")
+    with pytest.raises((ChecksumError, DownloadError)):
+        resolve_weights_file(_card(url=closed_port_url(), sha256=digest))
+    assert sorted(p.name for p in (cache / "weights").iterdir()) == ["other"]

@@ -39,7 +39,7 @@ def stem_of(path: str | os.PathLike) -> str:
     if not Path(path).is_dir():
         lower = name.lower()
         for extension in MEDICAL_EXTENSIONS:
-            if lower.endswith(extension) and len(name) > len(extension):
+            if lower.endswith(extension):
                 name = name[: -len(extension)]
                 break
     return name.lstrip(".").strip() or "volume"

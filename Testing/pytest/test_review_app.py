@@ -100,13 +100,18 @@ def test_session_opens_switches_corrects_undoes_and_saves_only_with_consent(head
     assert shown.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.4)
     view.fitToBackground()
     assert view.capture().max() > 0
-    before = session.voxelCounts()
+    session.setMethod(None)
+    session.setSegmentDisplay(surface=True)  # as the app does once a case is on screen
+    before, picture = session.voxelCounts(), view.capture()
     assert before["Core"] == facts["core_voxels"]
     changed = session.click([0.0, 0.0, 0.0], "Core")  # the centre of the hole
-    after = session.voxelCounts()
+    after, corrected = session.voxelCounts(), view.capture()
     assert changed >= 0.8 * facts["hole_voxels"] and after["Core"] - before["Core"] == changed
+    assert (corrected != picture).any(axis=-1).sum() > 50  # the fill grew into the hole on screen
     assert session.canUndo() and session.undo() and session.voxelCounts() == before
+    assert np.array_equal(view.capture(), picture)  # the view follows undo (not a stale fill)
     assert session.canRedo() and session.redo() and session.voxelCounts() == after
+    assert np.array_equal(view.capture(), corrected)
     assert session.findRegions()[0]["Segment"] in ("Core", "background")
     assert session.nextRegion() == 0
     saved = session.save()

@@ -174,11 +174,12 @@ def _counts_mask(rgb):
     return (r > 150) & (r > g + 40) & (r > b + 60)
 
 
-def test_click_corrects_the_mask_then_undo_and_redo(page, server):
+def test_click_corrects_the_mask_then_undo_and_redo(page, server, shots):
     facts = server["facts"]
     axial = _views(page)[0]
     before = _voxels(page, "Core")
     assert before == facts["core_voxels"]
+    blue_before = _counts(_pixels(axial))["blue"]
     page.get_by_label("Click to correct").check()
     page.get_by_label("A click means").click(force=True)
     page.locator(".v-overlay-container .v-list-item", has_text="Core").click()
@@ -191,6 +192,9 @@ def test_click_corrects_the_mask_then_undo_and_redo(page, server):
     _wait(lambda: _voxels(page, "Core") == before, 20, "undo")
     page.locator("#redo-button").click()
     _wait(lambda: _voxels(page, "Core") == after, 20, "redo")
+    # on screen too: the Core fill covers the hole again (a stale frame would show the undone state)
+    _wait(lambda: _counts(_pixels(axial))["blue"] > blue_before + 300, 20, "the corrected fill in the view")
+    page.screenshot(path=str(shots / "review-click.png"))
     page.get_by_label("Click to correct").uncheck()
 
 

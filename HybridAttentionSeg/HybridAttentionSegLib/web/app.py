@@ -23,6 +23,10 @@ from .views import ReviewViews
 
 logger = logging.getLogger(__name__)
 
+#: the 3D surface (about 2 s of CPU for a brain) is built this long after a case opens, once the slice views
+#: have been streamed: the first picture is not kept waiting for it
+SURFACE_DELAY_S = 3.0
+
 
 def legendCss(colorMap: str, threshold: float) -> str:
     """CSS gradient of ``colorMap`` (matplotlib, as the views' colour table), transparent below ``threshold``."""
@@ -148,7 +152,7 @@ class ReviewApp:
         asynchronous.create_task(self._showSurface(case.id))
 
     async def _showSurface(self, caseId: str) -> None:
-        await asyncio.sleep(0.5)  # let the first frames go out before the 3D surface is built
+        await asyncio.sleep(SURFACE_DELAY_S)  # let the first frames go out before the 3D surface is built
         if self.session.case is not None and self.session.case.id == caseId:
             with self.state:
                 self._guard(lambda: self.session.setSegmentDisplay(surface=True))

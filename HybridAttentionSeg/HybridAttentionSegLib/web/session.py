@@ -247,6 +247,7 @@ class ReviewSession:
     def undo(self) -> bool:
         if self.segmentation is None or not self.correction.undo(self.segmentation):
             return False
+        self._redisplay()
         count = self.clickMarkups.GetNumberOfControlPoints()
         if count:
             position = [0.0, 0.0, 0.0]
@@ -258,10 +259,16 @@ class ReviewSession:
     def redo(self) -> bool:
         if self.segmentation is None or not self.correction.redo(self.segmentation):
             return False
+        self._redisplay()
         if self._undoneClicks:
             position, label = self._undoneClicks.pop()
             CorrectionLogic.addClick(self.clickMarkups, position, label)
         return True
+
+    def _redisplay(self) -> None:
+        # with a closed-surface representation present, a restored history state leaves the 2D displayable
+        # manager showing the old fill (slicer-core 5.11 and 5.13 alike) until the display node is modified
+        self.segmentation.GetDisplayNode().Modified()
 
     def canUndo(self) -> bool:
         return self.segmentation is not None and self.correction.canUndo(self.segmentation)

@@ -36,14 +36,64 @@ def deviceChoices(environment: dict | None) -> list[tuple[str, str]]:
             + [("CPU", "cpu")])
 
 
+#: colours of the measured verdicts (the warning colour marks maps that failed the faithfulness test)
+FAITHFUL_COLOUR, WARNING_COLOUR = "#2e7d32", "#e65100"
+
+
+def methodQuality(card: dict | None, method: str) -> tuple[bool | None, str]:
+    """(faithful, short text) from the card's generated ``explanations`` block; (None, "") when not scored.
+
+    A class-dependent method counts as faithful only if it passed for every class it was evaluated on. Scores
+    computed for other weights (``weights_sha256`` differs) are reported as stale, not as a verdict.
+    """
+    block = (card or {}).get("explanations") or {}
+    items = [item for item in block.get("methods", []) if item.get("method") == method]
+    if not items:
+        return None, ""
+    if block.get("weights_sha256") != (card.get("weights") or {}).get("sha256"):
+        return False, "scores are for other weights (stale)"
+    failed = [item for item in items if not item.get("faithful")]
+    margins = ", ".join(
+        f"{item['class'] + ': ' if item.get('class') else ''}deletion {item['margin']['deletion']:+.3f}, "
+        f"insertion {item['margin']['insertion']:+.3f} vs random" for item in items)
+    if failed:
+        which = ", ".join(item["class"] for item in failed if item.get("class"))
+        return False, f"not faithful on validation{' (' + which + ')' if which else ''}; {margins}"
+    return True, f"faithful on validation; {margins}"
+
+
 def attentionChoices(card: dict | None) -> list[tuple[str, str]]:
-    """``(label, method)`` pairs for a card; the natural method first and marked."""
+    """``(label, method)`` pairs for a card; the natural method first and marked; failed maps labelled."""
     if not card:
         return []
     natural = card.get("natural_method")
     methods = list(card.get("attention_methods", []))
     ordered = ([natural] if natural in methods else []) + [m for m in methods if m != natural]
-    return [(f"{m} (natural)" if m == natural else m, m) for m in ordered]
+    choices = []
+    for m in ordered:
+        label = f"{m} (natural)" if m == natural else m
+        if methodQuality(card, m)[0] is False:
+            label += " \u26a0 not faithful on validation"
+        choices.append((label, m))
+    return choices
+
+
+def explanationsHtml(card: dict) -> str:
+    """Each method's measured verdict next to its name, failures in the warning colour ("" if not scored)."""
+    block = card.get("explanations") or {}
+    if not block:
+        return ""
+    e = html.escape
+    rows = []
+    for method in list(dict.fromkeys(item["method"] for item in block.get("methods", []))):
+        faithful, text = methodQuality(card, method)
+        colour = FAITHFUL_COLOUR if faithful else WARNING_COLOUR
+        mark = "&#10003;" if faithful else "&#9888;"
+        rows.append(f"<li><b>{e(method)}</b>: <span style='color:{colour}'>{mark} {e(text)}</span></li>")
+    protocol = block.get("protocol", {})
+    return (f"<p><b>Can I trust the maps?</b> (measured by <code>{e(block.get('generated_by', ''))}</code>, "
+            f"protocol {e(str(protocol.get('name', '?')))} v{e(str(protocol.get('version', '?')))})</p>"
+            f"<ul>{''.join(rows)}</ul>")
 
 
 def classChoices(card: dict | None) -> list[tuple[str, str]]:
@@ -64,6 +114,7 @@ def modelCardHtml(card: dict | None) -> str:
              f"<p><b>Id:</b> {e(card['id'])} &nbsp; <b>Version:</b> {e(str(card.get('version', '-')))}<br>"
              f"<b>Architecture:</b> {e(architecture)} &nbsp; <b>Attention:</b> "
              f"{e(', '.join(m for _, m in attentionChoices(card)) or 'none')}</p>"]
+    parts.append(explanationsHtml(card))
     if card.get("description"):
         parts.append(f"<p>{e(card['description'])}</p>")
     modalities = ", ".join(card.get("input", {}).get("modalities", [])) or "any"

@@ -57,6 +57,8 @@ class ModelRun:
     dice: dict[str, float] | None
     dice_region: str
     pictures: dict[str, str] = field(default_factory=dict)
+    #: measured faithfulness of each map (``attention_quality`` of the result JSON, from the card)
+    quality: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -159,7 +161,8 @@ def segment_models(cards, volume, out_dir: Path, resolution: int = 2, device: st
             logger.warning("%s: %s", card.id, notice)
         summary = write_result(result, out_dir, card.id, overwrite=True)  # the demo regenerates its folder
         dice, region = reference_dice(card, result.labelmap, resolution)
-        runs.append(ModelRun(card, methods, summary["files"], seconds, dice, region))
+        runs.append(ModelRun(card, methods, summary["files"], seconds, dice, region,
+                             quality=summary.get("attention_quality", {})))
         logger.info("%s: %.1f s, Dice %s", card.id, seconds, dice)
     return runs
 
@@ -298,9 +301,23 @@ def compose_montage(runs: list[ModelRun], path: Path, orientation: str = "axial"
             with Image.open(picture) as image:
                 montage.paste(image.convert("RGB").resize((cell, cell), Image.LANCZOS), (x, y))
             draw.text((x + 6, y + 4), key, fill=(235, 235, 235), font=small)
+            _quality_caption(draw, run.quality.get(key), x, y + cell, small)
     with atomic_path(path) as tmp:
         montage.save(tmp, format="PNG")
     return Path(path)
+
+
+def _quality_caption(draw, quality: dict | None, x: int, bottom: int, font) -> None:
+    """The map's measured verdict under it: green when faithful on validation, orange (warning) when not."""
+    if not quality or quality.get("faithful") is None:
+        return
+    if quality["faithful"]:
+        text, colour = "faithful", (120, 220, 120)
+    else:
+        text, colour = "NOT faithful on validation", (255, 150, 40)
+    text += f"  del {quality['deletion_margin']:+.2f} ins {quality['insertion_margin']:+.2f} vs random"
+    draw.rectangle((x, bottom - 22, x + 10 + draw.textlength(text, font=font), bottom), fill=(16, 16, 16))
+    draw.text((x + 5, bottom - 19), text, fill=colour, font=font)
 
 
 # ---------------------------------------------------------------------------------------------- the job

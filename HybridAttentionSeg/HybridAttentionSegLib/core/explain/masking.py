@@ -5,7 +5,8 @@ convolution padding and of how sliding windows are stitched (e.g. a window-grid 
 explanation. Maps are set to 0 there. The rule follows the card's intensity normalisation, i.e. what the
 model itself treats as background:
 
-* ``zscore`` with ``nonzero``: voxels where any channel is non-zero (skull-stripped MR: the brain);
+* ``zscore`` with ``nonzero``: the z-score's own foreground in any channel (``inference.intensity.foreground``:
+  non-zero voxels on a clean background, above the noise on a noisy one; skull-stripped MR: the brain);
 * ``window`` (CT): voxels above the window's lower bound (air and lung below it are outside);
 * ``percentile`` / ``none``: voxels above the volume's minimum (padding outside the field of view);
 
@@ -33,7 +34,9 @@ def body_mask(data: np.ndarray, intensity: dict, dilation: int = 0) -> np.ndarra
     data = np.asarray(data)
     method = (intensity or {}).get("method", "none")
     if method == "zscore" and intensity.get("nonzero", False):
-        mask = np.any(data != 0, axis=0)
+        from ..inference.intensity import foreground  # the foreground the z-score itself uses
+
+        mask = np.any([foreground(channel) for channel in data], axis=0)
     elif method == "window":
         mask = np.any(data > float(intensity["window"][0]), axis=0)
     else:

@@ -14,6 +14,7 @@ from importlib import metadata
 
 import numpy as np
 
+from ..explain.evaluation.card_block import attention_quality
 from ..outputs import OutputSet
 from .engine import SegmentationResult
 from .io import atomic_path, write_scalar_nrrd, write_segmentation_nrrd
@@ -44,6 +45,9 @@ def result_summary(result: SegmentationResult, files: dict[str, str] | None = No
         "target_class": card.label_name(result.target_class) if result.target_class else None,
         "segments": result.segment_stats(),
         "attention_methods": sorted(result.attention),
+        # measured faithfulness of each map (the card's explanations block; labelled, not hidden)
+        "attention_quality": attention_quality(
+            card, sorted(result.attention), card.label_name(result.target_class) if result.target_class else None),
         "notices": result.notices,
         "grid": {
             "shape": list(result.labelmap.shape),

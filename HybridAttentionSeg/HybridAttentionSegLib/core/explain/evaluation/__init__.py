@@ -32,7 +32,8 @@ def _device() -> str:
     return f"cpu ({name}, {torch.get_num_threads()} threads)"
 
 
-def evaluate_card(card, volume=None, methods=None, classes=None, protocol: Protocol = FULL, model=None) -> dict:
+def evaluate_card(card, volume=None, methods=None, classes=None, protocol: Protocol = FULL, model=None,
+                  sanity: bool = True) -> dict:
     """Evaluate ``methods`` (default: every explanation method of the card) and return the report dict.
 
     Args:
@@ -42,6 +43,7 @@ def evaluate_card(card, volume=None, methods=None, classes=None, protocol: Proto
         classes: label values for class-dependent maps; default every segment present in the region.
         protocol: :data:`FULL` or :data:`QUICK` (or a custom :class:`Protocol`).
         model: trained network already built (tests); else built and loaded from the card.
+        sanity: run the randomisation cascade (off: AUCs only, for the staleness test).
     """
     from ...inference.results import versions
 
@@ -49,7 +51,7 @@ def evaluate_card(card, volume=None, methods=None, classes=None, protocol: Proto
     methods = list(methods or explanation_methods(card))
     case = (input_case(volume, card) if volume is not None
             else heldout_case(card, single_window=protocol.single_window))
-    result = Evaluation(card, case, protocol, model=model).run(methods, classes)
+    result = Evaluation(card, case, protocol, model=model).run(methods, classes, sanity=sanity)
     return {
         "model": card.id,
         "architecture": card.architecture,

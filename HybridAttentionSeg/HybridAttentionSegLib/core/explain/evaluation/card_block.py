@@ -139,3 +139,35 @@ def method_verdicts(card) -> dict[str, dict]:
         entry["verdict"] = ("scores are for other weights (stale)" if entry["stale"] else
                             "faithful on validation" if entry["faithful"] else "not faithful on validation")
     return out
+
+
+def attention_quality(card, methods, target_name: str | None = None) -> dict[str, dict]:
+    """What a result's JSON says about each of its maps: the card's verdict and scores for the class used.
+
+    ``{"method": {"verdict", "faithful" (None: not scored), "class", "deletion_margin", "insertion_margin",
+    "randomised_spearman", "protocol"}}``.
+    """
+    from .protocol import NOT_EXPLANATIONS
+
+    verdicts = method_verdicts(card)
+    protocol = (card.data.get("explanations") or {}).get("protocol", {})
+    out = {}
+    for method in methods:
+        if method in NOT_EXPLANATIONS:
+            out[method] = {"verdict": "not an explanation (not scored)", "faithful": None}
+            continue
+        entry = verdicts.get(method)
+        if entry is None:
+            out[method] = {"verdict": "not evaluated", "faithful": None}
+            continue
+        classes = entry["classes"]
+        chosen = classes.get(target_name or "") or classes.get("") or next(iter(classes.values()))
+        faithful = None if entry["stale"] else chosen["faithful"]
+        out[method] = {
+            "verdict": entry["verdict"] if entry["stale"] else chosen["verdict"], "faithful": faithful,
+            "class": target_name if target_name in classes else None,
+            "deletion_margin": chosen["margin"]["deletion"], "insertion_margin": chosen["margin"]["insertion"],
+            "randomised_spearman": chosen["scores"].get("randomised_spearman"),
+            "protocol": f"{protocol.get('name', '?')} v{protocol.get('version', '?')}",
+        }
+    return out

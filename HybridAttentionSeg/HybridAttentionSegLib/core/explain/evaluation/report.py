@@ -34,7 +34,8 @@ def markdown_table(report: dict) -> str:
                 v = item[kind][b]
                 row.append(f"{v['auc']:.3f} / {v['random_mean']:.3f} ± {v['random_sd']:.3f}")
         loc = item["localisation"]
-        row += [f"{item['randomisation']['full']:.2f}",
+        rho = item["randomisation"]["full"]
+        row += ["not run" if rho is None else f"{rho:.2f}",
                 f"{loc['energy_in_target']:.2f} / {loc['energy_in_target_uniform']:.2f}",
                 f"{loc['pointing_game']:.2f} / {loc['pointing_game_chance']:.2f}",
                 ("✅ " if item["faithful"] else "⚠️ ") + item["verdict"]]

@@ -194,3 +194,36 @@ def test_browser_review_in_the_review_environment():
     proc = subprocess.run([str(REVIEW_PYTHON), "-m", "pytest", "Testing/review", "-x", "-q", "-p", "no:cacheprovider"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+
+
+def test_session_segments_an_input_on_request_into_a_new_case(headless_app, tiny_catalog, tmp_path):
+    """``hybridseg review INPUT --model ID``: the Logic's worker writes a normal case into the served folder."""
+    import shutil
+    import time
+
+    from HybridAttentionSegLib.web.session import ReviewSession
+
+    facts_folder = tmp_path / "source"
+    write_review_case(facts_folder)
+    subject = tmp_path / "input" / "subject.nrrd"
+    subject.parent.mkdir()
+    shutil.copy(facts_folder / "phantom.nrrd", subject)
+    served = tmp_path / "served"
+    served.mkdir()
+    session = ReviewSession(headless_app, served, catalog=[tiny_catalog["tiny-gates"]])
+    done = {}
+    try:
+        request = session.segmentInput(subject, "tiny-gates", onDone=lambda data, error: done.update(d=data, e=error))
+        assert request is not None
+        deadline = time.monotonic() + 240
+        while not done and time.monotonic() < deadline:
+            session.logic.poll(0.1)
+        assert done and done["e"] is None, done
+        assert session.segmentInput(subject, "tiny-gates") is None  # the case exists: never recomputed/overwritten
+    finally:
+        session.logic.shutdown()
+    assert [c["id"] for c in session.refreshCases()] == ["subject"]
+    case = session.loadCase("subject")
+    assert case.image == (served / "subject.nrrd").resolve()  # display copy written into the served folder
+    assert session.methods == ["gates", "uncertainty"] and case.probabilities is not None
+    assert session.findRegions(threshold=0.0, maxRegions=3) is not None

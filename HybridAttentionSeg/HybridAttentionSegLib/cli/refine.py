@@ -147,16 +147,16 @@ def check_out(out: str, inputs: list[str | None]):
         message = (f"--out {out} is a folder; give a file name in it ending in .seg.nrrd or .nii.gz "
                    f"(e.g. {path / 'corrected.seg.nrrd'})")
         raise UserInputError(message)
-    fmt = next((f for ext, f in OUT_FORMATS.items() if path.name.lower().endswith(ext)), None)
-    if fmt is None or path.name.lower() in OUT_FORMATS:
-        message = (f"--out {out} names no output format; end it in .seg.nrrd (Slicer segmentation) or .nii / "
-                   ".nii.gz (NIfTI labelmap)")
-        raise UserInputError(message)
     for given in filter(None, inputs):
         same = path.resolve() == Path(given).expanduser().resolve()
         if same or (path.exists() and Path(given).exists() and os.path.samefile(path, given)):
             message = f"--out {out} is one of the inputs ({given}); write the result to a new file"
             raise UserInputError(message)
+    fmt = next((f for ext, f in OUT_FORMATS.items() if path.name.lower().endswith(ext)), None)
+    if fmt is None or path.name.lower() in OUT_FORMATS:
+        message = (f"--out {out} names no output format; end it in .seg.nrrd (Slicer segmentation) or .nii / "
+                   ".nii.gz (NIfTI labelmap)")
+        raise UserInputError(message)
     return path, fmt
 
 

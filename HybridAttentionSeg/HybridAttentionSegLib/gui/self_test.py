@@ -20,7 +20,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
 
 from ..core import paths
 from ..core.errors import UserInputError
-from ..mrml import outputs
+from ..mrml import outputs, transaction
 from ..mrml.logic import HybridAttentionSegLogic
 from .install import DependencyInstaller
 from .panel_state import Action
@@ -100,7 +100,7 @@ class SelfTest(ScriptedLoadableModuleTest):
                         for label in card["labels"]]
             summary = {"model": card["id"], "title": card["title"], "labels": card["labels"], "files": files,
                        "segments": segments, "attention_methods": ["gates"], "natural_method": "gates"}
-            result = outputs.importResult(volume, summary)
+            result = transaction.importResult(volume, summary)
         names = [s.GetName() for s in self._segments(result.segmentationNode)]
         self.assertEqual(names, [label["name"] for label in card["labels"]])
         attention = result.attentionNodes["gates"]

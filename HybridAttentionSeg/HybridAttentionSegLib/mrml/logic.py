@@ -31,10 +31,11 @@ import slicer
 from ..core import errors
 from ..core.errors import CancelledError, UserInputError
 from ..worker.client import WorkerClient, WorkerError, cardByIdFrom
-from . import outputs
+from . import outputs, transaction
 from .catalog_logic import ModelCatalogLogic
 from .events import ProcessEvent  # noqa: F401 (re-export: the Widget imports it from here)
 from .inputs import inputVolumeProblem
+from .options import checkDisplay, checkProcessOptions
 
 ProcessResult = outputs.ProcessResult  # re-exported: what process() returns
 
@@ -117,6 +118,9 @@ class HybridAttentionSegLogic(ModelCatalogLogic):
         :raises CancelledError: the run was cancelled (blocking mode).
         """
         self._checkInputs(inputVolume, modelId, outputSegmentation)
+        # every option is checked before the worker starts: nothing fails after minutes of inference
+        attentionMethods = checkProcessOptions(attentionMethods, targetClass, device, keepProbabilities, timeout)
+        display = checkDisplay(display)
         if self.isRunning:
             message = "a segmentation is already running; wait for it or cancel it first"
             raise RuntimeError(message)
@@ -366,7 +370,7 @@ class HybridAttentionSegLogic(ModelCatalogLogic):
     def _finish(self, task: SegmentationTask, summary: dict) -> None:
         self._emit(task, ProcessEvent.IMPORTING, {})
         try:
-            task.result = outputs.importResult(task.inputVolume, summary, task.outputSegmentation,
+            task.result = transaction.importResult(task.inputVolume, summary, task.outputSegmentation,
                                                task.attentionMethods, task.display)
         except Exception as err:  # noqa: BLE001 - reported as FAILED (and raised by waitForTask)
             logger.exception("importing the result failed")

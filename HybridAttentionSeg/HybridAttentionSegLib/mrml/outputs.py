@@ -16,6 +16,7 @@ import vtk
 
 from ..core.inference.io import terminology_entry
 from . import rendering
+from .options import COLOR_MAPS  # also imported from here by the panel and tests
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +28,6 @@ INPUT_ROLE = ROLE_PREFIX + "input"
 MODEL_TAG = ROLE_PREFIX + "ModelId"
 #: largest IJK->RAS difference (mm) accepted between a result file and the input before it is snapped
 GEOMETRY_TOLERANCE_MM = 1e-3
-#: perceptual colour maps offered for attention maps (Slicer ships these tables; matplotlib outside it)
-COLOR_MAPS = ("Inferno", "Viridis", "Magma", "Plasma", "Cividis")
 
 
 @dataclass
@@ -249,59 +248,3 @@ def attentionNodes(segmentationNode) -> dict:
 
 def _referenceRoles(node) -> list[str]:
     return [node.GetNthNodeReferenceRole(i) for i in range(node.GetNumberOfNodeReferenceRoles())]
-
-
-def importResult(inputVolume, summary: dict, outputSegmentation=None, attentionMethods=None,
-                 display: dict | None = None) -> ProcessResult:
-    """Load a worker result (``summary`` of ``core.results.write_result`` plus card labels) into nodes.
-
-    Writes into ``outputSegmentation`` if given (only this model's segments are replaced), else a new
-    segmentation node; attention maps, probabilities and the volume table are new nodes, or the ones this
-    segmentation references from an earlier run. On any failure everything this call added is removed again.
-    """
-    scene = inputVolume.GetScene()
-    if scene is None:
-        message = "the input volume was removed from the scene while segmenting; load it and run again"
-        raise RuntimeError(message)
-    files, labels, modelId = summary["files"], summary["labels"], summary["model"]
-    created, newSegmentIds = [], []
-    segmentationNode = outputSegmentation
-    try:
-        if segmentationNode is None or segmentationNode.GetScene() is not scene:
-            name = scene.GenerateUniqueName(f"{inputVolume.GetName()} {summary.get('title') or modelId}")
-            segmentationNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-            created.append(segmentationNode)
-            segmentationNode.CreateDefaultDisplayNodes()
-        geometryRole = segmentationNode.GetReferenceImageGeometryReferenceRole()
-        if created or not segmentationNode.GetNodeReference(geometryRole):
-            segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)  # DICOM SEG export
-        newSegmentIds = importSegments(segmentationNode, inputVolume, files["segmentation"], labels, modelId)
-        segmentationNode.SetNodeReferenceID(INPUT_ROLE, inputVolume.GetID())
-        attention = {method: addAttentionVolume(scene, inputVolume, segmentationNode, method,
-                                                files[f"attention-{method}"], created)
-                     for method in summary.get("attention_methods", [])}
-        probabilities = None
-        if "probabilities" in files:
-            probabilities = addProbabilities(scene, inputVolume, segmentationNode, files["probabilities"],
-                                             labels, created)
-        table = addSegmentTable(scene, inputVolume, segmentationNode, summary["segments"], created)
-        placeLikeInput(inputVolume, [segmentationNode, *attention.values(), table]
-                       + ([probabilities] if probabilities is not None else []))
-        if segmentationNode.GetDisplayNode() is None:
-            segmentationNode.CreateDefaultDisplayNodes()
-        segmentationNode.GetDisplayNode().SetVisibility(True)
-        shown = (list(attentionMethods or []) or [summary.get("natural_method")])[0]
-        if shown in attention:
-            options = {key: value for key, value in (display or {}).items()
-                       if key in ("opacity", "threshold", "colorMap", "showLegend")}
-            showAttention(attention[shown], inputVolume, **options)
-    except BaseException:
-        for node in created:
-            if node.GetScene() is not None:
-                scene.RemoveNode(node)
-        if segmentationNode is not None and segmentationNode not in created:
-            for identifier in newSegmentIds:
-                segmentationNode.GetSegmentation().RemoveSegment(identifier)
-        raise
-    kept = {key: value for key, value in summary.items() if key != "files"}  # temporary paths are gone
-    return ProcessResult(segmentationNode, attention, probabilities, table, kept, newSegmentIds)

@@ -3,7 +3,7 @@
 MRML only (no web framework), so it is tested under plain slicer-core without a browser. Nothing here builds
 an overlay its own way:
 
-* a case's files become nodes through :func:`..mrml.outputs.importResult` (segments, attention volumes,
+* a case's files become nodes through :func:`..mrml.transaction.importResult` (segments, attention volumes,
   probabilities, volume table: exactly what the module does with a worker result);
 * the attention display (colour map, threshold, opacity, legend) is
   :meth:`..mrml.logic.HybridAttentionSegLogic.updateAttentionDisplay`, the segmentation display
@@ -26,7 +26,7 @@ import numpy as np
 import slicer
 
 from ..core.inference.io import read_segmentation_nrrd
-from ..mrml import outputs, rendering
+from ..mrml import outputs, rendering, transaction
 from ..mrml.correction import CorrectionLogic
 from ..mrml.logic import HybridAttentionSegLogic
 from .cases import Case, case_by_id, discover_cases
@@ -118,7 +118,7 @@ class ReviewSession:
             summary = {"files": files, "labels": labels, "model": modelId, "title": case.id,
                        "attention_methods": self.methods, "segments": self._segmentStats(case, labels)}
             self.method = self.methods[0] if self.methods else None
-            result = outputs.importResult(self.volume, summary, attentionMethods=self.methods[:1],
+            result = transaction.importResult(self.volume, summary, attentionMethods=self.methods[:1],
                                           display=self.display)
             self.segmentation = result.segmentationNode
             _restoreTags(self.segmentation, modelId, labels)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-NOISY_LOGGERS = ("trame_server", "trame_client", "trame_slicer", "wslink", "aiohttp.access", "aiohttp.server")
+NOISY_LOGGERS = ("trame_server", "trame_client", "trame_slicer", "trame_rca", "wslink", "aiohttp.access",
+                 "aiohttp.server")
 
 
 def add_parser(subparsers) -> None:

@@ -404,3 +404,49 @@ def test_id_rules(tmp_path):
     with pytest.raises(UserInputError, match="--force"):
         import_model(tmp_path / "w.safetensors", card_file)
     assert import_model(tmp_path / "w.safetensors", card_file, force=True).id == "dup"
+
+
+# --- issue 10 #8: the card's labels must match the network's output channels ---------------------------------
+def _with_output(card: dict, **output) -> dict:
+    return {**card, "output": output}
+
+
+LABEL_MISMATCHES = {
+    # 4 output channels (background + 3 classes) but 2 labels: channel 3 would paint voxels no segment owns
+    "fewer-labels-than-channels": (lambda c: _with_output(c, channels=4), "no label for channel(s) [3]"),
+    # label values 1 and 5 in a 3-channel network: value 5 can never appear, channel 2 has no segment
+    "label-beyond-last-channel": (
+        lambda c: {**_with_output(c, channels=3),
+                   "labels": [c["labels"][0], {**c["labels"][1], "value": 5}]}, "beyond the last channel"),
+    # sigmoid regions must read existing channels and paint declared labels
+    "sigmoid-region-channel-missing": (
+        lambda c: _with_output(c, activation="sigmoid", channels=2,
+                               regions=[{"channel": 0, "label": 1}, {"channel": 2, "label": 2}]),
+        "regions read channels [2]"),
+    "sigmoid-label-never-painted": (
+        lambda c: _with_output(c, activation="sigmoid", channels=2, regions=[{"channel": 0, "label": 1}]),
+        "painted by no region"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LABEL_MISMATCHES))
+def test_import_refuses_labels_that_do_not_match_the_outputs(tmp_path, capsys, case):
+    from safetensors.torch import save
+
+    change, needle = LABEL_MISMATCHES[case]
+    card = change(tiny_card("attention_unet", "mismatch", n_labels=2))
+    (tmp_path / "w.safetensors").write_bytes(save(build(card).state_dict()))  # weights fit the network
+    card_file = write_card(tmp_path / "card.json", card)
+    rc = main(["import-model", str(tmp_path / "w.safetensors"), "--card", str(card_file)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2 and err[-1].startswith("hybridseg: error:") and needle in err[-1], err
+    assert _nothing_imported()
+
+
+def test_import_accepts_labels_matching_the_outputs(tmp_path):
+    from safetensors.torch import save
+
+    card = _with_output(tiny_card("attention_unet", "matching", n_labels=3), channels=4)
+    (tmp_path / "w.safetensors").write_bytes(save(build(card).state_dict()))
+    imported = import_model(tmp_path / "w.safetensors", card_path=write_card(tmp_path / "card.json", card))
+    assert imported.out_channels == 4 and [label["value"] for label in imported.labels] == [1, 2, 3]

@@ -179,6 +179,24 @@ def test_staleness_keys_on_the_weights_and_on_the_scores():
     assert staleness(card, unchanged, explanation_methods(card)) == []
 
 
+def test_panel_and_result_json_label_the_maps_that_failed():
+    from HybridAttentionSegLib.core.explain.evaluation.card_block import attention_quality
+    from HybridAttentionSegLib.gui.model_info import WARNING_COLOUR, attentionChoices, explanationsHtml, methodQuality
+
+    for card in DEMO_CARDS:
+        listing = {**card.to_json(), "natural_method": card.spec.natural_method}
+        for item in card.data["explanations"]["methods"]:
+            faithful, text = methodQuality(listing, item["method"])
+            if not item["faithful"]:
+                assert faithful is False and "not faithful on validation" in text
+                label = dict((m, lab) for lab, m in attentionChoices(listing))[item["method"]]
+                assert "not faithful" in label
+                assert WARNING_COLOUR in explanationsHtml(listing)
+            quality = attention_quality(card, [item["method"], "uncertainty"], item["class"])
+            assert quality[item["method"]]["faithful"] == item["faithful"]
+            assert quality["uncertainty"]["faithful"] is None
+
+
 @pytest.mark.parametrize("card", DEMO_CARDS, ids=[c.id for c in DEMO_CARDS])
 def test_card_scores_are_current(card):
     """Recompute the quick protocol (AUCs only) and compare with the card: fails after a retrain."""

@@ -4,8 +4,8 @@
   **held-out slab** (RAS z >= 44 mm, never seen in training; ``core.data.mni``). The region is the brain
   inside that slab; the input is cropped to the sliding windows of a whole-volume run that touch the slab
   (:func:`crop_bounds`), so the model computes exactly what it computes on the whole template there, at a
-  fraction of the cost. The reference is the template's tissue labelmap. ``single_window`` keeps the one
-  window of that grid holding most of the slab (quick mode).
+  fraction of the cost. The reference is the template's tissue labelmap. ``single_window`` (both protocols'
+  default, see :mod:`.protocol`) keeps the one window of that grid holding most of the slab.
 * :func:`input_case`: a user's volume; the region is the body (see :mod:`..masking`), the reference is the
   model's own prediction.
 

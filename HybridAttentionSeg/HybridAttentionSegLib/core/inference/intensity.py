@@ -27,13 +27,18 @@ import numpy as np
 #: (2**-23): a value that small next to the image's intensities vanishes in ``x - mean`` anyway
 REL_FLOOR = 2.0**-23
 NOISE_FACTOR = 5.0
-#: the near-zero band used for the noise estimate (fraction of the scale) and the share of voxels it needs
+#: the near-zero band searched for background noise: it starts at NOISE_BAND of the scale and doubles until it
+#: holds NOISE_MIN_SHARE of the voxels (at most NOISE_BAND_MAX of the scale)
 NOISE_BAND = 0.01
+NOISE_BAND_MAX = 0.16
 NOISE_MIN_SHARE = 0.1
-#: p90 / p50 of the near-zero band that counts as noise (half-normal about 2.4, Rayleigh about 1.8)
-NOISE_SHAPE = (1.5, 4.0)
-#: |x| of a half-normal variable: median = 0.6745 sigma
-_HALF_NORMAL_MEDIAN = 0.6745
+#: shape of a noise-magnitude population (Rayleigh: p10/p50 0.39, p90/p50 1.82; half-normal: 0.19, 2.44):
+#: it starts at 0 and is not too skewed. Smooth dark image content (blob tails) is far more skewed; a band of
+#: dark tissue does not start at 0; a constant near-zero offset is too flat. None of those is noise.
+NOISE_LOW_MAX = 0.6
+NOISE_HIGH = (1.3, 4.0)
+#: median of a Rayleigh magnitude (MR background: Rician noise where there is no signal) = 1.1774 sigma
+_RAYLEIGH_MEDIAN = 1.1774
 #: label-map check: at most this many distinct values, all integers
 LABEL_MAP_MAX_VALUES = 16
 
@@ -50,20 +55,25 @@ def foreground(x: np.ndarray) -> np.ndarray:
     scale = _scale(a)
     if scale <= 0:
         return np.zeros(x.shape, bool)
-    sigma, band = 0.0, NOISE_BAND * scale
-    for _ in range(3):  # the near-zero mode: refine the band around the noise it finds
+    return a > max(REL_FLOOR * scale, NOISE_FACTOR * _noise_sigma(a, scale))
+
+
+def _noise_sigma(a: np.ndarray, scale: float) -> float:
+    """Sigma of the background noise in ``|x|`` (Rayleigh model), or 0 when the near-zero voxels are no noise."""
+    band = NOISE_BAND * scale
+    while np.count_nonzero(a <= band) < NOISE_MIN_SHARE * a.size and band < NOISE_BAND_MAX * scale:
+        band *= 2.0
+    sigma = 0.0
+    for _ in range(3):  # refine the band around the noise it finds
         near = a[a <= band]
         if near.size < NOISE_MIN_SHARE * a.size:
-            break
-        median, high = (float(v) for v in np.percentile(near, [50, 90]))
-        # noise magnitudes (half-normal, Rician/Rayleigh) have p90/p50 of about 1.8-2.4; smooth dark image
-        # content (e.g. the tails of a blob) is far more skewed, a constant offset far less: neither is noise
-        if not (median > 0 and NOISE_SHAPE[0] <= high / median <= NOISE_SHAPE[1]):
-            sigma = 0.0
-            break
-        sigma = median / _HALF_NORMAL_MEDIAN
-        band = max(NOISE_BAND * scale, 3.0 * sigma)
-    return a > max(REL_FLOOR * scale, NOISE_FACTOR * sigma)
+            return 0.0
+        low, median, high = (float(v) for v in np.percentile(near, [10, 50, 90]))
+        if not (median > 0 and low / median <= NOISE_LOW_MAX and NOISE_HIGH[0] <= high / median <= NOISE_HIGH[1]):
+            return 0.0
+        sigma = median / _RAYLEIGH_MEDIAN
+        band = min(max(band, 3.0 * sigma), NOISE_BAND_MAX * scale)
+    return sigma
 
 
 def _zscore(x: np.ndarray, nonzero: bool) -> np.ndarray:

@@ -16,13 +16,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
-pytest.importorskip("slicer")
-torch = pytest.importorskip("torch")
-
-from helpers_weights import build, http_server, sha256, tiny_card, write_card  # noqa: E402
-from HybridAttentionSegLib.core.errors import ChecksumError, UserInputError  # noqa: E402
-from HybridAttentionSegLib.mrml.logic import HybridAttentionSegLogic, ProcessEvent  # noqa: E402
+import torch
+from helpers_weights import build, http_server, sha256, tiny_card, write_card
+from HybridAttentionSegLib.core.errors import ChecksumError, UserInputError
+from HybridAttentionSegLib.mrml.logic import HybridAttentionSegLogic, ProcessEvent
 from HybridAttentionSegLib.worker.client import WorkerClient  # noqa: E402
 
 

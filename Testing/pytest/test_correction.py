@@ -58,7 +58,6 @@ def _ras(phantom, ijk):
 
 @pytest.fixture
 def logic():
-    pytest.importorskip("slicer")
     from HybridAttentionSegLib.mrml.correction import CorrectionLogic
 
     return CorrectionLogic()

@@ -12,13 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 
+import nrrd  # noqa: E402
 import numpy as np
 import pytest
-
-pytest.importorskip("slicer", reason="slicer-core is not installed")
-pytest.importorskip("nilearn", reason="the MNI152 template needs nilearn (demo extra)")
-
-import nrrd  # noqa: E402
 import torch  # noqa: E402
 from HybridAttentionSegLib.cli import main  # noqa: E402
 from HybridAttentionSegLib.core.data import mni  # noqa: E402

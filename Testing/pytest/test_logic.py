@@ -14,10 +14,6 @@ import time
 
 import numpy as np
 import pytest
-
-pytest.importorskip("slicer")
-pytest.importorskip("torch")
-
 import slicer  # noqa: E402
 import vtk  # noqa: E402
 from HybridAttentionSegLib import HybridAttentionSegLogic  # noqa: E402  (the package's lazy export)

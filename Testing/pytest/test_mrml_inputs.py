@@ -12,9 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytest.importorskip("slicer")
-
 import slicer  # noqa: E402
 import vtk  # noqa: E402
 from HybridAttentionSegLib.core.errors import UserInputError  # noqa: E402

@@ -164,8 +164,8 @@ def test_no_click_lowers_dice_and_five_clicks_recover_most_of_it(phantom):
 
 
 def test_demo_data_curve_is_monotonic_and_recovers(phantom):
-    mni = pytest.importorskip("HybridAttentionSegLib.core.data.mni")
-    pytest.importorskip("nilearn")
+    from HybridAttentionSegLib.core.data import mni
+
     volume = mni.load_template(2)
     reference = mni.tissue_labels(2)
     gm, wm = mni.tissue_probabilities(2)

@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-pytest.importorskip("slicer", reason="slicer-core is not installed")
-pytest.importorskip("nilearn", reason="the MNI152 template needs nilearn (demo extra)")
-
 from HybridAttentionSegLib.core.data import mni  # noqa: E402
 from HybridAttentionSegLib.core.inference.io import write_scalar_nrrd, write_segmentation_nrrd  # noqa: E402
 from HybridAttentionSegLib.mrml import rendering  # noqa: E402

@@ -10,9 +10,6 @@ import time
 
 import numpy as np
 import pytest
-
-pytest.importorskip("nilearn", reason="the MNI152 tissue maps need nilearn (demo extra)")
-
 from HybridAttentionSegLib.core.data import mni  # noqa: E402
 from HybridAttentionSegLib.core.data.synth import (  # noqa: E402
     TRAINING_SEEDS,

@@ -17,8 +17,6 @@ import numpy as np
 import pytest
 from HybridAttentionSegLib.worker.client import STOP_TIMEOUT_S, WorkerClient
 
-pytest.importorskip("torch")
-
 
 def _answer(client: WorkerClient, request_id: str, timeout: float = 300.0, seen: list | None = None) -> dict:
     """Events until the result/error of ``request_id`` (collected into ``seen``)."""

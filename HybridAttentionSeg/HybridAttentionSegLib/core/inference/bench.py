@@ -162,6 +162,9 @@ def run_bench(card: ModelCard, shape=(128, 128, 128), device: str = "auto", repe
     report.update(precision=ours.path_choice.name if ours.path_choice else "torch-fp32",
                   reference_s=report["monai_reference_s"], speedup=report["speedup_vs_monai"],
                   peak_rss_mb=round(peaks["ours"] * 1.048576, 1) if dev.type != "cuda" else None)
+    if report["precision"] not in ("torch-fp32", "cuda-fp32"):  # the fast path against our own fp32 (untimed)
+        fp32 = Segmenter(card, device=str(dev), model=model, fast_path="off").run(volume, keep_probabilities=False)
+        report["agreement_vs_fp32"] = round(float((fp32.labelmap == labels["ours"]).mean()), 6)
     if dev.type == "cuda":
         report["peak_gpu_mb"] = round(peaks["ours"] * 1.048576, 1)
     if explain:

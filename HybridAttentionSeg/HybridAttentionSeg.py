@@ -148,7 +148,7 @@ class HybridAttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         # each after the modules it imports (Testing/pytest/test_ui.py checks the list and its order)
         for name in ("worker.client", "mrml.events", "mrml.rendering", "mrml.options", "mrml.outputs",
                      "mrml.transaction", "mrml.correction_masks", "mrml.correction", "mrml.catalog_logic",
-                     "mrml.inputs", "mrml.logic", "mrml.sample_data",
+                     "mrml.inputs", "mrml.logic", "mrml.sample_data", "mrml.demo_render",
                      "gui.model_info", "gui.install", "gui.parameters", "gui.panel_state", "gui.parameter_binding",
                      "gui.catalog_panel", "gui.correction_panel", "gui.main_panel", "gui.self_test"):
             module = sys.modules.get(f"HybridAttentionSegLib.{name}")

@@ -10,13 +10,13 @@ import os
 import subprocess
 import sys
 import tarfile
-import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from code_formats import write_code_format_files
 from helpers_weights import MarkerPayload, build, tiny_card, torch_bytes, write_card
 from HybridAttentionSegLib.cli import main
 from HybridAttentionSegLib.core.errors import UnsafeModelError, UserInputError, WeightsError
@@ -140,15 +140,7 @@ def test_pickle_with_code_cli_subprocess(tmp_path):
 
 def test_code_formats_are_refused(tmp_path):
     card_file = write_card(tmp_path / "card.json", tiny_card("segresnet", "code", n_labels=2))
-    linear = torch.nn.Linear(2, 2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.jit.save(torch.jit.script(linear), str(tmp_path / "scripted.pt"))
-        torch.export.save(torch.export.export(linear, (torch.zeros(1, 2),)), str(tmp_path / "exported.pt2"))
-    from torch.package import PackageExporter
-
-    with PackageExporter(str(tmp_path / "package.pt")) as exporter:
-        exporter.save_pickle("weights", "sd.pkl", {"a": 1})
+    write_code_format_files(tmp_path)  # in a child: torch.export must never run in this (rendering) process
     for name, words in (
         ("scripted.pt", "TorchScript"),
         ("exported.pt2", ".pt2"),

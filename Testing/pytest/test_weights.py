@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import io
 import json
-import warnings
 import zipfile
 
 import numpy as np
 import pytest
 import torch
+from code_formats import write_code_format_files
 from helpers_weights import MarkerPayload, build, sha256, tiny_card, torch_bytes
 from HybridAttentionSegLib.core import weights as wt
 from HybridAttentionSegLib.core.errors import ChecksumError, UnsafeModelError, WeightsError
@@ -201,10 +201,7 @@ def test_pickle_with_code_is_refused(tmp_path, monkeypatch, force_env):
 def test_torchscript_and_version_gate(tmp_path, monkeypatch):
     card = tiny_card("segresnet", "ts", n_labels=2)
     model = build(card)
-    scripted = tmp_path / "model.ts"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(scripted))
+    scripted = write_code_format_files(tmp_path / "code")["torchscript"]  # made in a child process
     assert wt.sniff_format(scripted) == "torchscript"
     loaded = _card_with_file(tmp_path, card, scripted.read_bytes(), name="ts.pt")
     with pytest.raises(UnsafeModelError, match="TorchScript"):

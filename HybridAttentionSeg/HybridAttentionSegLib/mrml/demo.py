@@ -338,6 +338,7 @@ def run_demo(out_dir=DEFAULT_OUT, extra_catalog: list[str] | None = None, models
     """
     from ..core.data import mni
     from ..core.inference.io import atomic_path, write_scalar_nrrd
+    from .demo_render import render_in_child
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -349,10 +350,30 @@ def run_demo(out_dir=DEFAULT_OUT, extra_catalog: list[str] | None = None, models
     montage = None
     if render:
         t1 = time.perf_counter()
-        render_models(runs, input_path, out_dir, size)
+        render_in_child(runs, input_path, out_dir, size)  # never in this process: see demo_render
         montage = compose_montage(runs, out_dir / "montage.png")
         logger.info("pictures: %.1f s", time.perf_counter() - t1)
     report = DemoReport(out_dir, input_path, runs, montage, time.perf_counter() - t0)
     with atomic_path(out_dir / "demo-summary.json") as tmp:
         tmp.write_text(json.dumps(report.to_json(), indent=2))
     return report
+
+
+def _render_job(job_path: str) -> None:
+    """The child side of :func:`.demo_render.render_in_child`: render, write the picture paths into the job."""
+    import sys
+    from types import SimpleNamespace
+
+    job = json.loads(Path(job_path).read_text())
+    runs = [SimpleNamespace(card=SimpleNamespace(id=r["id"]), methods=r["methods"], files=r["files"], pictures={})
+            for r in job["runs"]]
+    render_models(runs, Path(job["input"]), Path(job["out"]), job["size"])
+    if "torch" in sys.modules:
+        raise RuntimeError("the demo's render process imported torch; rendering must stay free of torch")
+    Path(job_path).write_text(json.dumps({**job, "pictures": [run.pictures for run in runs]}))
+
+
+if __name__ == "__main__":  # python -m HybridAttentionSegLib.mrml.demo JOB: the render child
+    import sys
+
+    _render_job(sys.argv[1])

@@ -158,6 +158,8 @@ def validate_model(card, model=None, device: str = "cpu", subjects: int = DEFAUL
     template_1mm, _ = _template(segmenter, card, values, 1, seed)
     result = {"model": card.id, "synthetic": synthetic, "template_2mm": template_2mm,
               "template_1mm": template_1mm, "slab_2mm": slab_2mm, "background": background}
+    choice = getattr(segmenter, "path_choice", None)
+    result["inference_path"] = choice.name if choice is not None else "torch fp32"
     result["time_s"] = round(time.perf_counter() - t0, 1)
     logger.info("validated %s in %.0f s", card.id, result["time_s"])
     return result
@@ -183,7 +185,7 @@ def card_metrics(result: dict, where: str) -> list[dict]:
         for label, entry in scores.items():
             if isinstance(entry, dict):
                 metrics.append({"name": name, "label": label, "value": entry["dice"], "ci": entry["ci"],
-                                "source": f"{source}; hybridseg validate, {where}"})
+                                "source": f"{source}; hybridseg validate ({result['inference_path']}), {where}"})
     for kind, value in result["background"]["worst_agreement"].items():
         metrics.append({"name": "background_agreement", "label": kind, "value": value,
                         "source": f"share of tissue voxels labelled as with an exact-zero background, worst of "

@@ -148,25 +148,6 @@ def addProbabilities(scene, inputVolume, segmentationNode, path, labels: list[di
     return node
 
 
-def addSegmentTable(scene, inputVolume, segmentationNode, stats: list[dict], created: list):
-    """A table of segment name, label value, voxel count and volume (mL)."""
-    node = _referencedOrNew(scene, segmentationNode, TABLE_ROLE, "vtkMRMLTableNode",
-                            f"{segmentationNode.GetName()} volumes", created)
-    table = vtk.vtkTable()
-    columns = [(vtk.vtkStringArray(), "Segment", "name"), (vtk.vtkIntArray(), "Label value", "value"),
-               (vtk.vtkIntArray(), "Voxels", "voxels"), (vtk.vtkDoubleArray(), "Volume [mL]", "volume_ml")]
-    for array, title, key in columns:
-        array.SetName(title)
-        for row in stats:
-            array.InsertNextValue(row[key])
-        table.AddColumn(array)
-    node.SetAndObserveTable(table)
-    node.SetUseColumnNameAsColumnHeader(True)
-    node.SetColumnUnitLabel("Volume [mL]", "mL")
-    segmentationNode.SetNodeReferenceID(TABLE_ROLE, node.GetID())
-    return node
-
-
 def placeLikeInput(inputVolume, nodes) -> None:
     """Put ``nodes`` under the input's parent in the subject hierarchy and under its parent transform."""
     scene = inputVolume.GetScene()

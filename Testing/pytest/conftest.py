@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,12 @@ def mni_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("mni") / "MNI152_T1_2mm.nii.gz"
     nib.save(nib.Nifti1Image(volume.data[0], volume.affine), str(path))
     return path
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """Point ``tempfile`` at an empty folder, to see the Logic's private temp folders come and go."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder

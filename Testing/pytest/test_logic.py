@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 import time
 
 import numpy as np
@@ -39,15 +38,6 @@ def fresh_logic(tiny_catalog):
     instance = HybridAttentionSegLogic(WorkerClient(threads=1), catalogFiles=list(tiny_catalog.values()))
     yield instance
     instance.shutdown()
-
-
-@pytest.fixture
-def private_tmp(tmp_path, monkeypatch):
-    """Point ``tempfile`` at an empty folder, to see the Logic's private temp folders come and go."""
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
 
 
 def _matrix(node) -> np.ndarray:

@@ -9,7 +9,6 @@ Result files are real: written by the real worker (Logic tests) or by the real e
 from __future__ import annotations
 
 import hashlib
-import tempfile
 import time
 
 import nibabel as nib
@@ -42,14 +41,6 @@ def blob_file(tmp_path):
     path = tmp_path / "blob.nii.gz"
     nib.save(nib.Nifti1Image(data, affine), str(path))
     return path
-
-
-@pytest.fixture
-def private_tmp(tmp_path, monkeypatch):
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
 
 
 def _digest(array) -> str:

@@ -60,6 +60,11 @@ class TrainConfig:
     title: str | None = None
     command: str = ""
     progress: bool = True
+    #: another task (``hybridseg experiment``): an object with ``batch(size) -> (images, labels)`` replaces the
+    #: MNI152 batches, with its own input channels and classes (background included)
+    batches: object | None = None
+    in_channels: int = 1
+    out_channels: int | None = None
 
 
 def dice_per_class(prediction: np.ndarray, reference: np.ndarray, values, mask: np.ndarray | None = None) -> dict:
@@ -146,9 +151,9 @@ def _train(config: TrainConfig) -> tuple[torch.nn.Module, dict]:
     spec = get_architecture(config.architecture)
     spec.constraints.check_roi(config.patch)
     set_determinism(seed=config.seed)
-    out_channels = 1 + max(label["value"] for label in mni.TISSUE_LABELS)
-    model = spec.build(1, out_channels, tuple(config.patch), **config.kwargs).to(device)
-    batches = _batches(config, config.seed)
+    out_channels = config.out_channels or 1 + max(label["value"] for label in mni.TISSUE_LABELS)
+    model = spec.build(config.in_channels, out_channels, tuple(config.patch), **config.kwargs).to(device)
+    batches = config.batches if config.batches is not None else _batches(config, config.seed)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config))
@@ -196,7 +201,7 @@ def recalibrate_batchnorm(model: torch.nn.Module, config: TrainConfig, device=No
     ``data="synthetic"``: the template recipe stays as it was, so its bundled weights stay reproducible.
     """
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms or config.data != "synthetic":
+    if not norms or config.data != "synthetic" or config.batches is not None:
         return 0
     count = min(BATCHNORM_BATCHES, config.steps)
     batches = _batches(config, config.seed + 1_000_003)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+#: an installed wheel: setup.py copies the bundled models into the package (they are no package data in git)
+WHEEL_MODELS_DIR = _PACKAGE_DIR / "_resources" / "Models"
+#: the source tree or a Slicer install: the module's own resource folder, beside the package
+SOURCE_MODELS_DIR = _PACKAGE_DIR.parent / "Resources" / "Models"
+#: bundled cards, weights, card schema and sample volumes
+MODELS_DIR = WHEEL_MODELS_DIR if WHEEL_MODELS_DIR.is_dir() else SOURCE_MODELS_DIR
 SCHEMA_PATH = MODELS_DIR / "model-card.schema.json"
 
 

@@ -169,3 +169,34 @@ def test_segment_reports_the_path_in_stem_json_and_stdout(tiny_card, tmp_path, c
     summary = json.loads((tmp_path / "out" / "ct.json").read_text())
     assert summary["fast_path"]["path"] == printed["fast_path"]["path"] == "torch-fp32"  # the suite runs "off"
     assert summary["fast_path"]["maps"] == {"gates": "torch-fp32"}
+
+
+SIGNAL_AFTER_OPENVINO = r"""
+import gc, os, signal, sys, torch
+from HybridAttentionSegLib.core.inference.runners import OpenVinoRunner
+def runner():
+    r = OpenVinoRunner("openvino-fp32", torch.nn.Conv3d(1, 2, 3, padding=1).eval(), 1, (8, 8, 8), threads=1)
+    r(torch.zeros(2, 1, 8, 8, 8))
+    return r
+a, b = runner(), runner()
+del a; gc.collect()
+c = runner()
+del b; gc.collect(); del c; gc.collect()  # compiled graphs released out of order
+got = []
+signal.signal(signal.SIGINT, lambda *_: got.append("SIGINT"))
+os.kill(os.getpid(), signal.SIGINT)
+sys.exit(0 if got == ["SIGINT"] else 3)
+"""
+
+
+def test_a_signal_after_openvino_is_handled_not_a_crash(tmp_path):
+    """OpenVINO leaves the compiling thread's alternate signal stack dangling when its objects die out of order;
+    a real SIGINT then killed the process with SIGSEGV. Runs in a child: the crash would take the suite down."""
+    pytest.importorskip("openvino")
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "PYTHONPATH": str(fastpath.__file__).rsplit("/HybridAttentionSegLib/", 1)[0]}
+    done = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_OPENVINO], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"

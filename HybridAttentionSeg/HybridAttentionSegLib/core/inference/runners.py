@@ -20,7 +20,10 @@ README "Speed"). ONNX Runtime was measured too (about 1.6x) and torch.compile di
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import sys
 import warnings
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
@@ -97,6 +100,60 @@ def _convert(module: torch.nn.Module, example: torch.Tensor):
     return frontend.convert(frontend.load(decoder))
 
 
+class _StackT(ctypes.Structure):
+    """``stack_t`` of ``sigaltstack(2)`` (Linux)."""
+
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def kept_signal_stack():
+    """Give the calling thread back its alternate signal stack after OpenVINO has compiled a model.
+
+    OpenVINO's CPU plugin (2026.4) installs its own ``sigaltstack`` on the thread that compiles and frees that
+    memory later, when the objects that own it die, without always putting the previous stack back (measured: with
+    two ``ov.Core`` objects released out of order, the main thread's alternate stack points at unmapped memory).
+    Python installs its signal handlers with ``SA_ONSTACK``, so the next SIGINT/SIGTERM then kills the process with
+    SIGSEGV instead of cancelling the run (it crashed the test suite's real-SIGINT test). No library restores a
+    thread's signal stack, so this saves and restores it with two ``sigaltstack`` calls through ctypes (Linux
+    only; elsewhere it does nothing).
+    """
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        saved = _StackT()
+        if libc.sigaltstack(None, ctypes.byref(saved)) != 0:
+            raise OSError(ctypes.get_errno(), "sigaltstack")
+    except (OSError, AttributeError) as err:  # no libc symbol: nothing to keep
+        logger.debug("alternate signal stack not saved: %s", err)
+        yield
+        return
+    try:
+        yield
+    finally:
+        if saved.ss_flags & 2:  # SS_DISABLE: there was none; SS_DISABLE needs no stack memory
+            saved = _StackT(None, 2, 0)
+        if libc.sigaltstack(ctypes.byref(saved), None) != 0:
+            logger.warning("could not restore the alternate signal stack (errno %d)", ctypes.get_errno())
+
+
+_CORE = None
+
+
+def _core():
+    """One ``openvino.Core`` for the process (OpenVINO's recommended use; it lives until exit, so no plugin
+    teardown runs mid-process)."""
+    global _CORE
+    if _CORE is None:
+        import openvino as ov
+
+        with kept_signal_stack():
+            _CORE = ov.Core()
+    return _CORE
+
+
 class OpenVinoRunner:
     """The network compiled by OpenVINO for the CPU; one compiled graph per (methods, target class) variant.
 
@@ -125,12 +182,16 @@ class OpenVinoRunner:
         return tuple((e.name, e.target_class if e.needs_class else None) for e in explainers)
 
     def _compile(self, explainers):
+        with kept_signal_stack():
+            return self._compile_variant(explainers)
+
+    def _compile_variant(self, explainers):
         import openvino as ov
 
         key = self._variant_key(explainers)
         tag = "-".join(f"{n}{'' if t is None else t}" for n, t in key) or "logits"
         xml = Path(f"{self.cache_stem}-{tag}.xml") if self.cache_stem is not None else None
-        core = ov.Core()
+        core = _core()
         ov_model = None
         if xml is not None and xml.exists():
             try:

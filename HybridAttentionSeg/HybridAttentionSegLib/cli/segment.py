@@ -36,56 +36,31 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def resolve_methods(card, requested: list[str] | None) -> list[str]:
-    """``None`` -> the natural method; ``["none"]`` -> no maps."""
-    if requested is None:
-        return [card.spec.natural_method]
-    if requested == ["none"]:
-        return []
-    return requested
+def case_options(args, methods: list[str]):
+    """The per-case options of ``segment`` (also ``segment-batch``'s) from parsed arguments."""
+    from ..core.inference.case import CaseOptions
+
+    return CaseOptions(methods=methods, target_class=args.target_class, probabilities=args.probabilities,
+                       tta=args.tta, overwrite=getattr(args, "overwrite", False), force=args.force,
+                       series=getattr(args, "series", None))
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from ..core.errors import UserInputError
+    from ..core.inference.case import prepare_case, resolve_methods, segment_case
     from ..core.inference.engine import Segmenter
-    from ..core.inference.intensity import label_map_reason
-    from ..core.inference.io import read_volume, stem_of
-    from ..core.inference.preprocess import check_volume
-    from ..core.inference.results import estimate_result_bytes, result_outputs, write_result
     from ..core.models.cards import get_card
-    from ..core.models.registry import check_method
     from .progress import ProgressBar
 
     card = get_card(args.model, args.catalog)
-    methods = resolve_methods(card, args.attention)
-    for method in methods:
-        check_method(card.spec, method)
-    if args.series and not Path(args.input).is_dir():
-        raise UserInputError(f"--series applies to a DICOM folder; {args.input} is not a folder (drop --series)")
-    # every output problem (existing files, --out a file, not writable, no space) is found before inference
-    outputs = result_outputs(args.out, stem_of(args.input), methods, args.probabilities, args.overwrite)
-    outputs.check()
-    volume = read_volume(args.input, series=args.series)
-    check_volume(volume, card.in_channels)  # fail fast, before any weights are loaded
-    reason = None if args.force else label_map_reason(volume.data)
-    if reason:
-        raise UserInputError(f"{args.input} does not look like an image: {reason}; pass the scan itself, or "
-                             f"--force to segment it anyway")
-    if args.target_class is not None:
-        card.label_index(args.target_class)
-    outputs.check_space(estimate_result_bytes(volume.shape, len(methods) + int(args.tta),
-                                              card.out_channels if args.probabilities else 0))
-    with outputs:  # staging folder beside the results = the lock of this stem; removed on any failure
+    options = case_options(args, resolve_methods(card, args.attention))
+    outputs, volume = prepare_case(card, args.input, args.out, options)
+    with outputs:  # the stem's lock is taken before the weights are loaded; removed on any failure
         with ProgressBar("downloading weights", enabled=not args.no_progress, unit="B") as download_bar:
             segmenter = Segmenter(card, device=args.device, download_progress=download_bar)
         with ProgressBar(f"segmenting ({card.id})", enabled=not args.no_progress) as bar:
-            result = segmenter.run(volume, attention=methods, target_class=args.target_class, tta=args.tta,
-                                   keep_probabilities=args.probabilities, on_progress=bar)
-        for notice in result.notices:
-            print(f"hybridseg: notice: {notice}", file=sys.stderr)
-        summary = write_result(result, args.out, outputs.key, probabilities=args.probabilities, outputs=outputs)
+            summary, notices = segment_case(segmenter, outputs, volume, options, on_progress=bar)
+    for notice in notices:
+        print(f"hybridseg: notice: {notice}", file=sys.stderr)
     print(json.dumps({"files": summary["files"], "segments": summary["segments"],
                       "timings": summary["timings"], "device": summary["device"],
                       "fast_path": summary["fast_path"]}, indent=2))

@@ -6,7 +6,7 @@ The MRML-side Logic is imported lazily so that importing the core never pulls in
     from HybridAttentionSegLib import HybridAttentionSegLogic   # needs slicer (or slicer-core)
 """
 
-__all__ = ["HybridAttentionSegLogic"]
+__all__ = ["HybridAttentionSegLogic"]  # noqa: F822 (provided lazily by the module __getattr__ below)
 
 
 def __getattr__(name):

@@ -52,7 +52,7 @@ def make_ct(path: Path, shape=(512, 512, 300), spacing=(0.78, 0.78, 1.5), seed: 
 
 
 def _hwm_mb() -> float:
-    with open("/proc/self/status") as status:
+    with open("/proc/self/status", encoding="utf-8") as status:
         for line in status:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024.0

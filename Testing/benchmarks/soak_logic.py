@@ -41,7 +41,7 @@ TINY_KWARGS = {"channels": (4, 8, 16, 32), "strides": (2, 2, 2)}
 
 def rss_bytes(pid: int | str = "self") -> int:
     """Resident set size of a process (Linux /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0

@@ -112,7 +112,7 @@ def build(card_dict: dict, **override_kwargs) -> torch.nn.Module:
 
 
 def write_card(path: Path, card: dict) -> Path:
-    path.write_text(json.dumps(card, indent=2))
+    path.write_text(json.dumps(card, indent=2), encoding="utf-8")
     return path
 
 

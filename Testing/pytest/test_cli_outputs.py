@@ -30,7 +30,7 @@ def _nifti(path: Path, shape=(40, 40, 40), spacing=2.0, seed=0) -> Path:
 @pytest.fixture(scope="module")
 def corrupt_catalog(tiny_catalog, tmp_path_factory):
     """``tiny-gates`` whose card declares a wrong SHA-256: loading its weights fails with a checksum error."""
-    card = json.loads(Path(tiny_catalog["tiny-gates"]).read_text())
+    card = json.loads(Path(tiny_catalog["tiny-gates"]).read_text(encoding="utf-8"))
     card["weights"]["file"] = str(Path(tiny_catalog["tiny-gates"]).parent / card["weights"]["file"])
     card["weights"]["sha256"] = "f" * 64
     path = tmp_path_factory.mktemp("corrupt") / "tiny-gates.json"

@@ -12,7 +12,7 @@ CORE_DIR = pathlib.Path(core.__file__).parent
 
 
 def _imported_roots(path: pathlib.Path) -> set[str]:
-    tree = ast.parse(path.read_text(), str(path))
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     roots = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

@@ -50,7 +50,7 @@ def test_bf16_only_with_native_cpu_support():
     assert not any("bf16" in n for n in fastpath.candidate_names(cpu, {"avx2", "avx512f"}))
     assert "torch-bf16" in fastpath.candidate_names(cpu, {"avx512_bf16"})
     # this machine: bf16 candidates exactly when /proc/cpuinfo lists a native bf16 flag
-    text = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
+    text = open("/proc/cpuinfo", encoding="utf-8").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
     native = " avx512_bf16" in text or " amx_bf16" in text
     assert ("torch-bf16" in fastpath.candidate_names(cpu)) == native
 

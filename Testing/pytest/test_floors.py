@@ -37,7 +37,7 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """Lib modules that ``name`` imports anywhere in its body (lazy imports included)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.level:
             base = package.split(".") if package else []
             base = base[: len(base) - (node.level - 1)] if node.level > 1 else base

@@ -70,7 +70,7 @@ def test_default_explained_class_is_the_largest_structure(blob, written):
     largest = max(expected, key=lambda value: int(expected[value].sum()))
     assert expected[RING].sum() > 2 * expected[CORE].sum()  # the phantom makes the choice unambiguous
     assert result.target_class == largest == RING
-    on_disk = json.loads(open(summary["files"]["summary"]).read())
+    on_disk = json.loads(open(summary["files"]["summary"], encoding="utf-8").read())
     assert on_disk["target_class"] == "Ring"
 
 

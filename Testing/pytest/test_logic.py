@@ -329,7 +329,7 @@ def test_sample_data_loads_on_the_templates_grid(headless_app, logic, tiny_catal
     import json
     from pathlib import Path
 
-    card = json.loads(Path(tiny_catalog["tiny-gates"]).read_text())
+    card = json.loads(Path(tiny_catalog["tiny-gates"]).read_text(encoding="utf-8"))
     card.update(id="tiny-gates-sample", sample_data={"name": "MNI152 T1 2mm", "resolution_mm": 2,
                                                       "loader": "core.data.mni.load_template"})
     card["weights"]["file"] = str(Path(tiny_catalog["tiny-gates"]).parent / card["weights"]["file"])

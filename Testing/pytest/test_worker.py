@@ -132,7 +132,7 @@ def test_errors_are_answered_and_the_worker_keeps_serving(client, tiny_catalog, 
 
 
 def test_sample_data_only_from_whitelisted_loaders(client, tiny_catalog, tmp_path):
-    card = json.loads(Path(tiny_catalog["tiny-gates"]).read_text())
+    card = json.loads(Path(tiny_catalog["tiny-gates"]).read_text(encoding="utf-8"))
     card["id"] = "tiny-gates-sample"
     card["sample_data"] = {"name": "MNI152 2009 T1 template (nilearn)", "resolution_mm": 2,
                            "loader": "core.data.mni.load_template"}

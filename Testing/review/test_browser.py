@@ -74,7 +74,7 @@ def server(tmp_path_factory):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     log = folder.parent / "server.log"
     started = time.monotonic()
-    with open(log, "w") as sink:  # a file, not a pipe: a chatty server can never block on a full pipe
+    with open(log, "w", encoding="utf-8") as sink:  # a file, not a pipe: a chatty server can never block on a full pipe
         proc = subprocess.Popen([sys.executable, "-m", "HybridAttentionSegLib.cli", "review", str(folder),
                                  "--port", str(port), "--no-browser"], stdout=sink, stderr=subprocess.STDOUT,
                                 text=True, env=env, start_new_session=True)

@@ -39,7 +39,7 @@ class InstallError(RuntimeError):
 
 def readRequirements(path: Path = REQUIREMENTS_PATH) -> list[str]:
     """Requirement strings of a requirements file (comments, blanks and pip options skipped)."""
-    lines = (line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines())
+    lines = (line.split("#", 1)[0].strip() for line in Path(path).read_text(encoding="utf-8").splitlines())
     return [line for line in lines if line and not line.startswith("-")]
 
 

@@ -364,13 +364,13 @@ def _render_job(job_path: str) -> None:
     import sys
     from types import SimpleNamespace
 
-    job = json.loads(Path(job_path).read_text())
+    job = json.loads(Path(job_path).read_text(encoding="utf-8"))
     runs = [SimpleNamespace(card=SimpleNamespace(id=r["id"]), methods=r["methods"], files=r["files"], pictures={})
             for r in job["runs"]]
     render_models(runs, Path(job["input"]), Path(job["out"]), job["size"])
     if "torch" in sys.modules:
         raise RuntimeError("the demo's render process imported torch; rendering must stay free of torch")
-    Path(job_path).write_text(json.dumps({**job, "pictures": [run.pictures for run in runs]}))
+    Path(job_path).write_text(json.dumps({**job, "pictures": [run.pictures for run in runs]}), encoding="utf-8")
 
 
 if __name__ == "__main__":  # python -m HybridAttentionSegLib.mrml.demo JOB: the render child

@@ -78,7 +78,7 @@ def _read_json(path: Path) -> dict:
     try:
         if path.stat().st_size > MAX_JSON_BYTES:
             return {}
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         logger.warning("cannot read %s: %s", path.name, err)
         return {}

@@ -45,7 +45,7 @@ def _card_block(model_id: str, catalog: list[str] | None):
     found = None
     for path in catalog_files(catalog):
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             logger.warning("cannot read model card file %s: %s", path, err)
             continue

@@ -56,7 +56,7 @@ REFERENCE = "torch-fp32"
 def cpu_flags() -> set[str]:
     """The CPU feature flags (``/proc/cpuinfo``; empty where there is none, e.g. macOS/Windows)."""
     try:
-        with open("/proc/cpuinfo") as info:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
             for line in info:
                 if line.startswith(("flags", "Features")):
                     return set(line.split(":", 1)[1].split())
@@ -67,7 +67,7 @@ def cpu_flags() -> set[str]:
 
 def cpu_name() -> str:
     try:
-        with open("/proc/cpuinfo") as info:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
             for line in info:
                 if line.startswith("model name"):
                     return line.split(":", 1)[1].strip()

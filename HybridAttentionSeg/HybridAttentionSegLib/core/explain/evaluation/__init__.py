@@ -22,7 +22,7 @@ from .runner import Evaluation, explanation_methods
 def _device() -> str:
     name = platform.processor() or platform.machine()
     try:
-        with open("/proc/cpuinfo") as handle:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:
                 if line.startswith("model name"):
                     name = line.split(":", 1)[1].strip()

@@ -80,12 +80,12 @@ def build_block(full: dict, quick: dict) -> dict:
 def write_block(card_path, block: dict) -> Path:
     """Replace the ``explanations`` block of the card file at ``card_path`` (a single-card JSON file)."""
     path = Path(card_path)
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         message = f"{path} holds a list of cards; --write-card needs a file with one card"
         raise ValueError(message)
     data["explanations"] = block
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return path
 
 

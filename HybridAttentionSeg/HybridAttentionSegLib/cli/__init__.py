@@ -21,7 +21,7 @@ import threading
 
 #: subcommand modules, in --help order
 COMMAND_MODULES = (
-    "architectures", "models", "segment", "bench", "train", "demo", "download", "import_model",
+    "architectures", "models", "segment", "segment_batch", "bench", "train", "demo", "download", "import_model",
     "refine", "eval_clicks", "review", "explain_eval", "validate",
 )
 

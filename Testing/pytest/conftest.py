@@ -52,6 +52,26 @@ def pytest_sessionstart(session):
                     "skip a required part)", returncode=1)
 
 
+#: the locale the run started in (read before any test or fixture runs)
+_START_LOCALE = __import__("locale").setlocale(__import__("locale").LC_ALL)
+
+
+@pytest.fixture(autouse=True)
+def _locale_kept():
+    """Every test ends in the locale the run started in.
+
+    ITK's GDCM writer (the tests' DICOM series are written with SimpleITK; the product never writes DICOM) leaves
+    the whole process in the C locale, where Python's default text encoding is ASCII: later tests' UTF-8 reads
+    failed in CI. Product code reads and writes text as UTF-8 explicitly (ruff PLW1514). Restored to the start
+    locale, not to the one this test began with: a module-scoped fixture may already have changed that.
+    """
+    import locale
+
+    yield
+    if locale.setlocale(locale.LC_ALL) != _START_LOCALE:
+        locale.setlocale(locale.LC_ALL, _START_LOCALE)
+
+
 @pytest.fixture
 def headless_app():
     """A function-scoped :class:`HybridAttentionSegLib.headless.HeadlessSlicer` (slicer-core is required)."""

@@ -25,9 +25,6 @@ def _write_series(folder, uid, description, size, value_offset):
     image.SetSpacing((2.0, 2.0, 2.0))
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
-    # ITK's GDCM writer leaves the whole process in the C locale (ASCII default text encoding: later UTF-8
-    # read_text() calls of other tests failed); the product never writes DICOM, this fixture puts it back
-    saved_locale = locale.setlocale(locale.LC_ALL)
     for k in range(size[2]):
         slice_image = image[:, :, k]
         origin = image.TransformIndexToPhysicalPoint((0, 0, k))
@@ -40,7 +37,6 @@ def _write_series(folder, uid, description, size, value_offset):
             slice_image.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{description}-{k:03d}.dcm"))
         writer.Execute(slice_image)
-    locale.setlocale(locale.LC_ALL, saved_locale)
     return array.transpose(2, 1, 0)
 
 
@@ -101,6 +97,7 @@ def test_unknown_series_and_series_on_a_file(tmp_path, two_series, tiny_catalog,
 def test_reading_dicom_leaves_the_process_locale_alone(two_series):
     """ITK's GDCM *writer* switches the whole process to the C locale (ASCII text); reading must not."""
     folder, _ = two_series
+    locale.setlocale(locale.LC_ALL, "")  # the environment's locale (the fixture's writer may have left C)
     before = (locale.setlocale(locale.LC_ALL), locale.getpreferredencoding(False))
     list_series(folder)
     read_volume(folder, series=T1)

@@ -60,12 +60,12 @@ def plan_workers(resources: dict, node_cpus: list[float], device: str, requested
     return WorkerPlan(count, threads, 0, threads)
 
 
-def _forwarded_env() -> dict:
+def forwarded_env() -> dict:
     """The driver's ``HYBRIDSEG_*`` settings (cache, catalog, fast path) for workers on any node."""
     return {key: value for key, value in os.environ.items() if key.startswith("HYBRIDSEG_")}
 
 
-def _start_ray(ray, address: str | None, verbose: bool, init_kwargs: dict) -> bool:
+def start_ray(ray, address: str | None, verbose: bool, init_kwargs: dict) -> bool:
     """Connect to (or start) Ray unless this process already is; True when this call did it."""
     if ray.is_initialized():
         return False
@@ -118,7 +118,7 @@ def run_batch(cases: list[Case], job: BatchJob, *, address: str | None = None, w
     results: dict[str, dict] = {}
     if not cases:
         return results
-    started = _start_ray(ray, address, verbose, init_kwargs or {})
+    started = start_ray(ray, address, verbose, init_kwargs or {})
     running: dict = {}  # object ref -> (actor, case; None while the actor starts)
     actors: list = []
     stopped = False
@@ -128,7 +128,7 @@ def run_batch(cases: list[Case], job: BatchJob, *, address: str | None = None, w
         logger.info("%d worker(s), %d CPU thread(s) and %d GPU each", plan.count, plan.threads, plan.gpus)
         if on_start:
             on_start(plan)
-        env = _forwarded_env()
+        env = forwarded_env()
         remote = ray.remote(CaseWorker).options(num_cpus=plan.cpus, num_gpus=plan.gpus, max_concurrency=2,
                                                 runtime_env={"env_vars": env} if env else None)
 

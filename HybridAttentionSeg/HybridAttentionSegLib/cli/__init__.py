@@ -22,7 +22,7 @@ import threading
 #: subcommand modules, in --help order
 COMMAND_MODULES = (
     "architectures", "models", "segment", "segment_batch", "bench", "train", "demo", "download", "import_model",
-    "refine", "eval_clicks", "review", "explain_eval", "validate",
+    "refine", "eval_clicks", "review", "explain_eval", "validate", "experiment",
 )
 
 logger = logging.getLogger("hybridseg")

@@ -31,7 +31,7 @@ def trial_name(variant: str, seed: int) -> str:
 def _predict(model, image: np.ndarray, settings, device) -> tuple[np.ndarray, float]:
     from monai.inferers import sliding_window_inference
 
-    x = torch.from_numpy(image)[None].to(device)
+    x = torch.from_numpy(np.array(image, dtype=np.float32))[None].to(device)  # a copy: Ray's arrays are read-only
     start = time.perf_counter()
     with torch.no_grad():
         logits = sliding_window_inference(x, tuple(settings.patch), 1, model, overlap=settings.overlap,

@@ -7,6 +7,8 @@ These need no Ray: every check runs before Ray would start.
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 import nibabel as nib
 import numpy as np
@@ -101,6 +103,19 @@ def test_out_holding_other_files_is_left_alone(tmp_path, capsys):
     assert rc == 2 and err[-1].startswith("hybridseg: error:") and "holds other files" in err[-1]
     assert sorted(p.name for p in out.iterdir()) == ["chapter1.md"]
     assert (out / "chapter1.md").read_text(encoding="utf-8") == "draft\n"
+
+
+def test_ray_address_nobody_listens_on(tmp_path, capsys):
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.monotonic()
+    rc = main(["experiment", "review", "--quick", "--out", str(tmp_path / "out"), "--no-progress",
+               "--ray-address", f"127.0.0.1:{port}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("hybridseg: error: cannot connect to the Ray cluster"), err
+    assert "ray start --head" in err[-1] and time.monotonic() - start < 30  # not Ray's minutes of retries
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("args, needle", [(["--variants", "cnn,self-3"], "self-3"),

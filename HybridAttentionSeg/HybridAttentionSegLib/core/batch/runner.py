@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,10 +66,29 @@ def forwarded_env() -> dict:
     return {key: value for key, value in os.environ.items() if key.startswith("HYBRIDSEG_")}
 
 
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Refuse a ``HOST:PORT`` nobody listens on in seconds (``ray.init`` retries such an address for minutes).
+
+    ``auto``, ``ray://`` client addresses and None are left to Ray.
+    """
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserInputError(f"--ray-address {address}: give HOST:PORT of a running Ray head (e.g. 10.0.0.5:6379) "
+                             "or 'auto'")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise UserInputError(f"cannot connect to the Ray cluster at {address} ({err.strerror or err}); start it "
+                             "(`ray start --head`) or drop --ray-address") from err
+
+
 def start_ray(ray, address: str | None, verbose: bool, init_kwargs: dict) -> bool:
     """Connect to (or start) Ray unless this process already is; True when this call did it."""
     if ray.is_initialized():
         return False
+    check_reachable(address)
     handlers = {sig: signal.getsignal(sig) for sig in _SIGNALS}
     kwargs = {"address": address, "log_to_driver": verbose,
               "logging_level": logging.INFO if verbose else logging.ERROR}

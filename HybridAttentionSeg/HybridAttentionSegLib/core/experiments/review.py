@@ -71,6 +71,7 @@ def _check_out(out: Path) -> None:
 
 
 def _check_options(options: ReviewOptions, settings, variants) -> None:
+    from ..batch.runner import check_reachable
     from ..models.registry import get_architecture
 
     if options.seeds is not None and options.seeds < 1 or options.steps is not None and options.steps < 1:
@@ -79,6 +80,7 @@ def _check_options(options: ReviewOptions, settings, variants) -> None:
         raise UserInputError("--threads-per-trial must be at least 1")
     if options.spacing is not None and options.spacing <= 0:
         raise UserInputError("--spacing must be a positive voxel size in mm, e.g. --spacing 2")
+    check_reachable(options.ray_address)
     for variant in variants:
         try:
             get_architecture(variant.architecture).constraints.check_roi(settings.patch)

@@ -118,7 +118,10 @@ class CaseBatches:
     """Training batches from a fixed list of cases (the trainer's ``batches`` object).
 
     Which case, where its patches lie and the flips all come from one ``numpy.random.default_rng(seed)``, so
-    every variant trained with the same seed sees the same patches.
+    every variant trained with the same seed sees the same patches. Hand-written rather than MONAI's
+    ``RandCropByLabelClassesd``: the sampling rule is the one the demo models were trained with
+    (:class:`..data.sampling.SyntheticBatches`), and one generator for all draws is what makes the variants'
+    training data identical (MONAI's transforms each hold their own random state).
 
     Args:
         cases: the training split.

@@ -145,7 +145,12 @@ def check_msd(root, option: str = "--data", min_cases: int = 3) -> MsdIndex:
 
 
 def _nearest(labels: np.ndarray, sizes, steps) -> np.ndarray:
-    """Labels at the positions MONAI ``Spacingd`` puts the new voxel centres (nearest old voxel)."""
+    """Labels at the positions MONAI ``Spacingd`` puts the new voxel centres (nearest old voxel).
+
+    Hand-written rather than a second MONAI transform: the image went through the project's own
+    :func:`..inference.preprocess.prepare` (the inference path), and the labels must land on exactly that grid
+    (``prepared.resampled_shape`` and ``prepared.steps``), whatever MONAI's rounding of a new grid would be.
+    """
     for axis, (size, step) in enumerate(zip(sizes, steps, strict=True)):
         index = np.clip(np.round(np.arange(size) * step), 0, labels.shape[axis] - 1).astype(np.int64)
         labels = np.take(labels, index, axis=axis)

@@ -17,6 +17,8 @@ from HybridAttentionSegLib.cli import main
 from HybridAttentionSegLib.core.errors import UserInputError
 from HybridAttentionSegLib.core.experiments.datasets import split_indices
 from HybridAttentionSegLib.core.experiments.msd import check_msd, load_msd
+from HybridAttentionSegLib.core.experiments.runner import Grid
+from HybridAttentionSegLib.core.experiments.variants import default_settings, grid, select
 from msd_data import ball_case, write_msd
 
 
@@ -103,6 +105,35 @@ def test_out_holding_other_files_is_left_alone(tmp_path, capsys):
     assert rc == 2 and err[-1].startswith("hybridseg: error:") and "holds other files" in err[-1]
     assert sorted(p.name for p in out.iterdir()) == ["chapter1.md"]
     assert (out / "chapter1.md").read_text(encoding="utf-8") == "draft\n"
+
+
+def test_overwrite_is_the_consent_to_write_into_a_foreign_folder(tmp_path, capsys):
+    out = tmp_path / "shared"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep\n", encoding="utf-8")
+    (tmp_path / "data").mkdir()  # no dataset.json: the next check after --out's
+    rc, captured = _review(capsys, tmp_path / "data", out, "--overwrite")
+    last = captured.err.strip().splitlines()[-1]
+    assert rc == 2 and "no dataset.json" in last and "holds other files" not in last
+    rc, captured = _review(capsys, tmp_path / "data", out)
+    assert rc == 2 and "--overwrite" in captured.err.strip().splitlines()[-1]
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "keep\n"
+
+
+def test_results_from_other_settings_are_refused_or_rerun_with_overwrite(tmp_path):
+    settings = default_settings(quick=True, steps=3)
+    variants = select(grid(settings), "cnn,self-1")
+    trials = Grid(tmp_path, variants, range(1), settings, {"source": "demo"}, None)
+    (tmp_path / "trials").mkdir()
+    good, stale = (path for _, _, _, path in trials.trials)
+    good.write_text(json.dumps({"fingerprint": trials.trials[0][2], "variant": "cnn"}), encoding="utf-8")
+    stale.write_text(json.dumps({"fingerprint": "made-with-other-steps"}), encoding="utf-8")
+    with pytest.raises(UserInputError, match="--overwrite"):
+        trials.finished()
+    done = trials.finished(overwrite=True)
+    assert list(done) == [good.stem] and [t[3] for t in trials.pending(done)] == [stale]
+    other = Grid(tmp_path, variants, range(1), default_settings(quick=True, steps=4), {"source": "demo"}, None)
+    assert other.trials[0][2] != trials.trials[0][2]  # the steps are part of every fingerprint
 
 
 def test_ray_address_nobody_listens_on(tmp_path, capsys):

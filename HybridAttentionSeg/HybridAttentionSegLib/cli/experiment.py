@@ -49,6 +49,9 @@ def add_parser(subparsers) -> None:
     review.add_argument("--demo-cases", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
                         help="demo subjects per split (default 32 4 20; --quick 8 2 6)")
     review.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="trial device")
+    review.add_argument("--overwrite", action="store_true",
+                        help="write into an --out that holds other files, and rerun trials whose results there "
+                             "were made with other settings or data")
     review.add_argument("--no-progress", action="store_true", help="no progress bar")
     review.set_defaults(func=run)
     parser.set_defaults(func=lambda args: _usage(parser))
@@ -78,12 +81,13 @@ def run(args) -> int:
             *(["--split-seed", str(args.split_seed)] if args.split_seed else []),
             *(["--demo-cases", *map(str, args.demo_cases)] if args.demo_cases else []),
             *(["--threads-per-trial", str(args.threads)] if args.threads != 1 else []),
-            *(["--ray-address", args.ray_address] if args.ray_address else []), "--out", args.out]
+            *(["--ray-address", args.ray_address] if args.ray_address else []),
+            *(["--overwrite"] if args.overwrite else []), "--out", args.out]
     options = ReviewOptions(out=Path(args.out), data=args.data, test_data=args.test_data, seeds=args.seeds,
                             steps=args.steps, quick=args.quick, ray_address=args.ray_address, variants=args.variants,
                             threads=args.threads, patch=patch, spacing=args.spacing, split_seed=args.split_seed,
                             demo_cases=tuple(args.demo_cases) if args.demo_cases else None, device=args.device,
-                            verbose=args.verbose, argv=argv)
+                            verbose=args.verbose, overwrite=args.overwrite, argv=argv)
     with ProgressBar("review grid", enabled=not args.no_progress, unit="trial") as bar:
         outcome = run_review(options, progress=bar)
     for name in outcome.files:

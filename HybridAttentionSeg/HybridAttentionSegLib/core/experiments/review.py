@@ -48,6 +48,7 @@ class ReviewOptions:
     demo_cases: tuple[int, int, int] | None = None
     device: str = "auto"
     verbose: bool = False
+    overwrite: bool = False
     argv: list[str] = field(default_factory=list)
 
 
@@ -62,12 +63,14 @@ class ReviewOutcome:
     wall_s: float
 
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out} is a file; pass a folder (new, empty, or a previous run's to resume)")
+    if overwrite:
+        return
     if out.is_dir() and any(out.iterdir()) and not any((out / m).exists() for m in MARKERS):
-        raise UserInputError(f"--out {out} holds other files; pass a new or empty folder, or a previous "
-                             "experiment's folder to resume it")
+        raise UserInputError(f"--out {out} holds other files; pass a new or empty folder, a previous "
+                             "experiment's folder to resume it, or --overwrite to write into it anyway")
 
 
 def _check_options(options: ReviewOptions, settings, variants) -> None:
@@ -165,11 +168,11 @@ def run_review(options: ReviewOptions, progress: Callable[[int, int], None] | No
     except ValueError as err:
         raise UserInputError(f"--variants: {err}") from err
     _check_options(options, settings, variants)
-    _check_out(out)
+    _check_out(out, options.overwrite)
     identity, load, classes, channels, test_identity, load_test = _sources(options)
     seeds = range(options.seeds or (QUICK_SEEDS if options.quick else FULL_SEEDS))
     trials = Grid(out, variants, seeds, settings, identity, test_identity)
-    done = trials.finished()
+    done = trials.finished(options.overwrite)
     pending = trials.pending(done)
     logger.info("%d trial(s) in the grid, %d already finished in %s", len(trials.trials), len(done), out)
     command = shlex.join(["hybridseg", "experiment", "review", *options.argv])

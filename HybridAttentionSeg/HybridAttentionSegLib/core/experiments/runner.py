@@ -66,8 +66,16 @@ class Grid:
                 path = self.out_dir / TRIALS / f"{trial_name(variant.name, seed)}.json"
                 self.trials.append((variant, seed, key, path))
 
-    def finished(self) -> dict[str, dict]:
-        """Results already on disk for this grid's trials; a file from other settings raises UserInputError."""
+    def finished(self, overwrite: bool = False) -> dict[str, dict]:
+        """Results already on disk for this grid's trials.
+
+        Args:
+            overwrite: a result made with other settings or data is run again (and replaced) instead of
+                raising.
+
+        Raises:
+            UserInputError: a result file was made with other settings or data (without ``overwrite``).
+        """
         done = {}
         for _, _, key, path in self.trials:
             if not path.is_file():
@@ -78,8 +86,11 @@ class Grid:
                 logger.warning("%s is unreadable; the trial runs again", path)
                 continue
             if not isinstance(result, dict) or result.get("fingerprint") != key:
+                if overwrite:
+                    logger.warning("%s was made with other settings or data; the trial runs again", path)
+                    continue
                 raise UserInputError(f"{path} holds a result made with other settings or data; pass another --out, "
-                                     f"or delete {path.parent} to start this grid over")
+                                     "or --overwrite to run those trials again with these settings")
             done[path.stem] = result
         return done
 

@@ -95,6 +95,7 @@ def test_tiny_demo_grid_then_a_rerun_skips_it(local_ray, tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in (out / "trials").iterdir()} == trials
 
 
+@pytest.mark.slow
 def test_interrupted_grid_resumes_with_the_unfinished_trial_only(local_ray, tmp_path, capsys):
     data = write_msd(tmp_path / "balls", count=5)
     second = write_msd(tmp_path / "balls-2", count=2, first_seed=100, name="Task98_MoreBalls")

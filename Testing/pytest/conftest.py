@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -51,6 +52,14 @@ def pytest_sessionstart(session):
         pytest.exit(f"required package(s) not installed: {', '.join(missing)}; run ./run setup (tests never "
                     "skip a required part)", returncode=1)
 
+
+# --- signals reach the tests -------------------------------------------------------------------------------
+# A shell without job control starts background commands (`./run test &`, `nohup ... &`) with SIGINT and SIGQUIT
+# ignored, and Python then leaves SIGINT ignored: the tests that interrupt a run (in this process or in a child,
+# which inherits an ignored signal through exec) would see it do nothing. The suite tests Ctrl-C, so it restores
+# Python's own handler; a handler set here is reset to the default in every child at exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: the locale the run started in (read before any test or fixture runs)
 _START_LOCALE = __import__("locale").setlocale(__import__("locale").LC_ALL)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from ..batch.runner import forwarded_env, plan_workers, start_ray
+from ..batch.runner import WorkerPlan, forwarded_env, plan_workers, start_ray
 from ..errors import UserInputError
 from ..inference.io import atomic_path
 from .trial import trial_name
@@ -109,6 +109,24 @@ def _cause(err: BaseException) -> str:
     return " ".join(text.splitlines()[-1].split())[:300] if text else type(err).__name__
 
 
+def trial_plan(resources: dict, node_cpus: list[float], device: str, threads: int, trials: int) -> WorkerPlan:
+    """What each trial asks of Ray, and how many run at once (segment-batch's :func:`plan_workers` rule).
+
+    Where the cluster has GPUs (and ``device`` is not ``cpu``) every trial takes one GPU, so as many trials run
+    at once as there are GPUs. Otherwise every trial takes ``threads`` CPUs (at most one node's) and uses as
+    many torch threads: the same for every trial, so that their training times stay comparable.
+
+    Raises:
+        UserInputError: ``device`` is ``cuda`` and the cluster has no GPU.
+    """
+    cpus = max(1, int(resources.get("CPU", 1)))
+    threads = max(1, min(threads, int(max(node_cpus, default=cpus))))
+    if device != "cpu" and resources.get("GPU"):
+        return plan_workers(resources, node_cpus, device, None, trials)
+    plan = plan_workers(resources, node_cpus, device, max(1, cpus // threads), trials)
+    return replace(plan, cpus=threads, threads=threads)
+
+
 def run_pending(grid: Grid, pending: list, payload: dict, address: str | None = None, device: str = "auto",
                 on_trial: Callable[[str, dict | None, str], None] | None = None,
                 verbose: bool = False) -> tuple[dict, list[str]]:
@@ -133,14 +151,8 @@ def run_pending(grid: Grid, pending: list, payload: dict, address: str | None = 
     results, failed, refs = {}, [], {}
     started = start_ray(ray, address, verbose, {})
     try:
-        resources = ray.cluster_resources()
         nodes = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
-        cpus = max(1, int(resources.get("CPU", 1)))
-        requested = None if device != "cpu" and resources.get("GPU") else max(1, cpus // grid.settings.threads)
-        plan = plan_workers(resources, nodes, device, requested, len(pending))
-        if not plan.gpus:  # every CPU trial gets the same threads, so that training times stay comparable
-            threads = max(1, min(grid.settings.threads, int(max(nodes, default=cpus))))
-            plan = replace(plan, cpus=threads, threads=threads)
+        plan = trial_plan(ray.cluster_resources(), nodes, device, grid.settings.threads, len(pending))
         logger.info("Ray: %d trial(s) at a time, each on %s", plan.count,
                     "one GPU" if plan.gpus else f"{plan.threads} CPU thread(s)")
         settings = replace(grid.settings, threads=plan.threads)

@@ -7,12 +7,14 @@ These need no Ray: every check runs before Ray would start.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 
 import nibabel as nib
 import numpy as np
 import pytest
+from cli_process import cli_env, run
 from HybridAttentionSegLib.cli import main
 from HybridAttentionSegLib.core.errors import UserInputError
 from HybridAttentionSegLib.core.experiments.datasets import split_indices
@@ -146,6 +148,18 @@ def test_ray_address_nobody_listens_on(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err[-1].startswith("hybridseg: error: cannot connect to the Ray cluster"), err
     assert "ray start --head" in err[-1] and time.monotonic() - start < 30  # not Ray's minutes of retries
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_ray_one_line_says_how_to_install_it(tmp_path):
+    shadow = tmp_path / "shadow" / "ray"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named ray (simulated)')\n", encoding="utf-8")
+    env = cli_env(tmp_path / "cache")
+    env["PYTHONPATH"] = os.pathsep.join([str(shadow.parent), env["PYTHONPATH"]])
+    proc = run(["experiment", "review", "--quick", "--out", tmp_path / "out", "--no-progress"], env, timeout=120)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and last.startswith("hybridseg: error:") and "[experiments]" in last, proc.stderr
     assert not (tmp_path / "out").exists()
 
 

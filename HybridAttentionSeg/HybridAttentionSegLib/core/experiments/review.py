@@ -83,6 +83,11 @@ def _check_options(options: ReviewOptions, settings, variants) -> None:
         raise UserInputError("--threads-per-trial must be at least 1")
     if options.spacing is not None and options.spacing <= 0:
         raise UserInputError("--spacing must be a positive voxel size in mm, e.g. --spacing 2")
+    try:
+        import ray  # noqa: F401  (imported here so that a missing Ray costs seconds, not a data load)
+    except ImportError as err:
+        raise UserInputError(f"hybridseg experiment needs Ray, which does not import here ({err}); install it with "
+                             "pip install 'hybridattentionseg[experiments]' (or ray==2.60.0)") from err
     check_reachable(options.ray_address)
     for variant in variants:
         try:

@@ -19,6 +19,8 @@ import torch  # noqa: E402
 from HybridAttentionSegLib.cli import main  # noqa: E402
 from HybridAttentionSegLib.core.data import mni  # noqa: E402
 from HybridAttentionSegLib.core.inference.io import affine_from_nrrd_header  # noqa: E402
+from HybridAttentionSegLib.core.models.cards import get_card  # noqa: E402
+from HybridAttentionSegLib.core.models.offers import WITHHELD, natural_method, offered_methods, offers  # noqa: E402
 from HybridAttentionSegLib.core.models.registry import get_architecture  # noqa: E402
 from HybridAttentionSegLib.mrml import demo, rendering  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -80,7 +82,8 @@ def _slice_through_focus(array: np.ndarray, affine: np.ndarray, orientation: str
     return np.take(array, ijk[axis], axis=axis)
 
 
-def _check_demo_output(out, headless_app, size: int, expected_models: list[str] | None = None) -> None:
+def _check_demo_output(out, headless_app, size: int, expected_models: list[str] | None = None,
+                       catalog: list[str] | None = None) -> None:
     template = mni.load_template(2)
     summary = json.loads((out / "demo-summary.json").read_text())
     models = [entry["model"] for entry in summary["models"]]
@@ -91,8 +94,14 @@ def _check_demo_output(out, headless_app, size: int, expected_models: list[str] 
     brain = {o: plain[o].astype(int).mean(axis=2) > 40 for o in demo.ORIENTATIONS}
     shown = 0
     for entry in summary["models"]:
-        natural = get_architecture(entry["architecture"]).natural_method
-        assert entry["methods"][0] == natural and set(entry["methods"]) == {natural, "grad-cam", "uncertainty"}
+        # the first map the card ships (its architecture's own map unless withheld as not faithful), then
+        # grad-cam and uncertainty where the card ships them (core/models/offers.py)
+        card = get_card(entry["model"], catalog)
+        natural = natural_method(card)
+        withheld = [m for m, offer in offers(card).items() if offer.status == WITHHELD]
+        assert get_architecture(entry["architecture"]).natural_method in (natural, *withheld)
+        assert entry["methods"][0] == natural
+        assert set(entry["methods"]) == {natural, "grad-cam", "uncertainty"} & set(offered_methods(card))
         stem = entry["model"]
         files = sorted(out.glob(f"{stem}.*.nrrd"))
         expected = {f"{stem}.seg.nrrd", *(f"{stem}.attention-{m}.nrrd" for m in entry["methods"])}
@@ -148,7 +157,7 @@ def test_demo_pipeline(small_card, tmp_path, headless_app, capsys):
     printed = capsys.readouterr().out
     assert str(out.resolve()) in printed and "montage.png" in printed
     assert SMALL_ID in printed and "Dice Gray matter" in printed
-    _check_demo_output(out, headless_app, SIZE, [SMALL_ID])
+    _check_demo_output(out, headless_app, SIZE, [SMALL_ID], [str(small_card)])
 
 
 def test_demo_unknown_model_is_a_usage_error(small_card, tmp_path, capsys):

@@ -329,7 +329,8 @@ def test_panel_choices_show_gpu_names_memory_and_natural_methods():
         ("GPU 0: NVIDIA H100 80GB HBM3, 79.1 GiB", "cuda:0"), ("CPU", "cpu")]
     assert model_info.deviceChoices({"devices": [{"id": "cpu"}]}) == [("CPU only", "cpu")]
     card = model_info.cardByIdFrom(ENVIRONMENT, "b-model")
-    assert model_info.attentionChoices(card)[0] == ("rollout (natural)", "rollout")
+    # a card without a measured explanations block: every map offered, labelled "not evaluated"
+    assert model_info.attentionChoices(card)[0] == ("rollout (natural) (not evaluated)", "rollout")
     assert model_info.classChoices(card) == [("Largest structure", ""), ("Liver", "Liver")]
     html = model_info.modelCardHtml(card)
     assert "B &lt;b&gt;bold&lt;/b&gt;" in html and "<b>bold</b>" not in html  # card text is escaped

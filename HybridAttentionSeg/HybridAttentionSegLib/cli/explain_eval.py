@@ -8,6 +8,7 @@ what to run after retraining a demo model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -33,6 +34,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--quick", action="store_true", help="quick protocol (one window; for tests)")
     parser.add_argument("--write-card", action="store_true",
                         help="write the scores into the model card (full + quick protocol, default data)")
+    parser.add_argument("--data-randomisation", type=int, default=None, metavar="STEPS",
+                        help="data (label) randomisation check: train two copies STEPS steps each, true vs "
+                             "permuted labels, and compare their maps (default: 100 in the full protocol, 0 = "
+                             "off in --quick; demo-task models only; minutes on a CPU)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     parser.set_defaults(func=run)
 
@@ -49,9 +54,13 @@ def _check(args, card) -> None:
                                  f"choose from {explanation_methods(card)}")
     for name in args.target_class or []:
         card.label_index(name)
-    if args.write_card and (args.input or args.methods or args.target_class or args.quick):
+    if args.write_card and (args.input or args.methods or args.target_class or args.quick
+                            or args.data_randomisation is not None):
         raise UserInputError("--write-card evaluates the default data, methods and classes with both protocols; "
-                             "drop INPUT, --methods, --class and --quick")
+                             "drop INPUT, --methods, --class, --quick and --data-randomisation")
+    if args.data_randomisation is not None and args.data_randomisation < 0:
+        raise UserInputError(f"--data-randomisation {args.data_randomisation}: give a number of training steps "
+                             "(0 = off)")
     if args.write_card and (card.path is None or not card.bundled):
         raise UserInputError(f"--write-card needs a bundled model with its own card file; {card.id} is not bundled")
 
@@ -63,6 +72,8 @@ def _evaluate_one(args, card, volume) -> dict:
 
     classes = [card.label_index(name) for name in args.target_class] if args.target_class else None
     protocol = QUICK if args.quick else FULL
+    if args.data_randomisation is not None:
+        protocol = dataclasses.replace(protocol, data_randomisation_steps=args.data_randomisation)
     report = evaluate_card(card, volume=volume, methods=args.methods, classes=classes, protocol=protocol)
     files = write_report(report, args.out)
     print(markdown_table(report))

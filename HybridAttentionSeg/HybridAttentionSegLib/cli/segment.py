@@ -24,9 +24,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--series", metavar="UID", default=None,
                         help="Series Instance UID to read when the DICOM folder holds several series")
     parser.add_argument("--attention", nargs="+", metavar="METHOD", default=None,
-                        help="attention methods (default: the model's natural method; 'none' for none)")
+                        help="attention methods (default: the model's natural method, the first one its card "
+                             "ships; 'none' for none)")
     parser.add_argument("--class", dest="target_class", default=None,
-                        help="segment name for class-dependent maps (default: largest predicted structure)")
+                        help="segment name for class-dependent maps (default: largest predicted structure among "
+                             "the classes the card ships the map for)")
+    parser.add_argument("--allow-unfaithful", action="store_true",
+                        help="compute maps the model card withholds because they failed the faithfulness test "
+                             "(research use; the result JSON still labels them 'not faithful on validation')")
     parser.add_argument("--probabilities", action="store_true", help="also write per-class probabilities")
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation for uncertainty")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -42,7 +47,8 @@ def case_options(args, methods: list[str]):
 
     return CaseOptions(methods=methods, target_class=args.target_class, probabilities=args.probabilities,
                        tta=args.tta, overwrite=getattr(args, "overwrite", False), force=args.force,
-                       series=getattr(args, "series", None))
+                       series=getattr(args, "series", None),
+                       allow_unfaithful=getattr(args, "allow_unfaithful", False))
 
 
 def run(args) -> int:

@@ -53,6 +53,7 @@ class MainPanel(VTKObservationMixin):
         self.state = PanelState(installer.missing())
         self._parameterNode = None
         self._shownModelId = None
+        self._shownClassKey = None
         self._lastSegmentation = None
         self._shownDisplay = None
         self._shownStatus = None
@@ -137,7 +138,13 @@ class MainPanel(VTKObservationMixin):
             self.ui.modelCardBrowser.setHtml(model_info.modelCardHtml(card))
             fillCombo(self.ui.attentionMethodComboBox, model_info.attentionChoices(card), parameters,
                       "attentionMethod")
-            fillCombo(self.ui.targetClassComboBox, model_info.classChoices(card), parameters, "targetClass")
+            self._shownClassKey = None
+        classKey = (parameters.modelId, parameters.attentionMethod)
+        if classKey != self._shownClassKey and self.logic.environment is not None:
+            # a class map the card ships for some classes only offers only those (core/models/offers.py)
+            self._shownClassKey = classKey
+            fillCombo(self.ui.targetClassComboBox, model_info.classChoices(
+                self.logic.card(parameters.modelId), parameters.attentionMethod), parameters, "targetClass")
         self.catalogPanel.update(self.logic.card(parameters.modelId))
         self.correctionPanel.update()
         self.refresh()

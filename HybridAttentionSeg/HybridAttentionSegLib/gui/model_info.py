@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 
+from ..core.models import offers as offerRules
 from ..worker.client import cardByIdFrom  # noqa: F401 (re-export for the Widget)
 
 #: combobox value meaning "the model's natural attention method" / "the largest predicted structure"
@@ -63,17 +64,24 @@ def methodQuality(card: dict | None, method: str) -> tuple[bool | None, str]:
 
 
 def attentionChoices(card: dict | None) -> list[tuple[str, str]]:
-    """``(label, method)`` pairs for a card; the natural method first and marked; failed maps labelled."""
+    """``(label, method)`` pairs of the maps the card offers (withheld ones are left out; see
+    ``core/models/offers.py``); the natural method first and marked; the classes a class map is shipped for,
+    "not evaluated" and stale scores in the label."""
     if not card:
         return []
-    natural = card.get("natural_method")
-    methods = list(card.get("attention_methods", []))
-    ordered = ([natural] if natural in methods else []) + [m for m in methods if m != natural]
+    offered = offerRules.offers(card)
+    methods = offerRules.offered_methods(card)
+    natural = card.get("natural_method") if card.get("natural_method") in methods else offerRules.natural_method(card)
     choices = []
-    for m in ordered:
+    for m in ([natural] if natural else []) + [m for m in methods if m != natural]:
         label = f"{m} (natural)" if m == natural else m
-        if methodQuality(card, m)[0] is False:
-            label += " \u26a0 not faithful on validation"
+        offer = offered[m]
+        if offer.classes is not None:
+            label += f" (shipped for {', '.join(offer.classes)})"
+        elif offer.status == offerRules.NOT_EVALUATED:
+            label += " (not evaluated)"
+        elif offer.status == offerRules.STALE:
+            label += " \u26a0 scores are for other weights (stale)"
         choices.append((label, m))
     return choices
 
@@ -85,22 +93,34 @@ def explanationsHtml(card: dict) -> str:
         return ""
     e = html.escape
     rows = []
+    offered = offerRules.offers(card)
     for method in list(dict.fromkeys(item["method"] for item in block.get("methods", []))):
         faithful, text = methodQuality(card, method)
         colour = FAITHFUL_COLOUR if faithful else WARNING_COLOUR
         mark = "&#10003;" if faithful else "&#9888;"
-        rows.append(f"<li><b>{e(method)}</b>: <span style='color:{colour}'>{mark} {e(text)}</span></li>")
+        offer = offered.get(method)
+        shipped = ("withheld (not offered)" if offer is not None and offer.status == offerRules.WITHHELD else
+                   f"shipped for {', '.join(offer.classes)} only" if offer is not None and offer.classes is not None
+                   and offer.withheld else "")
+        shipped = f" <b>{e(shipped)}</b>" if shipped else ""
+        rows.append(f"<li><b>{e(method)}</b>:{shipped} <span style='color:{colour}'>{mark} {e(text)}</span></li>")
     protocol = block.get("protocol", {})
     return (f"<p><b>Can I trust the maps?</b> (measured by <code>{e(block.get('generated_by', ''))}</code>, "
             f"protocol {e(str(protocol.get('name', '?')))} v{e(str(protocol.get('version', '?')))})</p>"
             f"<ul>{''.join(rows)}</ul>")
 
 
-def classChoices(card: dict | None) -> list[tuple[str, str]]:
-    """``(label, class name)`` pairs; the first one means "largest predicted structure"."""
+def classChoices(card: dict | None, method: str = "") -> list[tuple[str, str]]:
+    """``(label, class name)`` pairs; the first one means "largest predicted structure".
+
+    For a class map the card ships for some classes only (``method``; "" = the natural method), only those.
+    """
     if not card:
         return []
     names = [label["name"] for label in card.get("labels", [])]
+    allowed = offerRules.allowed_classes(card, method or card.get("natural_method") or "")
+    if allowed is not None:
+        return [("Largest shipped structure", LARGEST)] + [(name, name) for name in names if name in allowed]
     return [("Largest structure", LARGEST)] + [(name, name) for name in names]
 
 

@@ -122,9 +122,12 @@ def bundled_cards(extra_catalog: list[str] | None = None, models: list[str] | No
 
 
 def demo_methods(card) -> list[str]:
-    """The card's natural attention method plus grad-cam and uncertainty (those it supports, no repeats)."""
-    wanted = [card.spec.natural_method, *GENERIC_METHODS]
-    return [m for m in dict.fromkeys(wanted) if m in card.attention_methods]
+    """The card's natural attention method plus grad-cam and uncertainty: those its card offers (maps withheld
+    for failing the faithfulness test are not shown; ``core/models/offers.py``), no repeats."""
+    from ..core.models.offers import natural_method, offered_methods
+
+    wanted = [natural_method(card), *GENERIC_METHODS]
+    return [m for m in dict.fromkeys(wanted) if m in offered_methods(card)]
 
 
 def reference_dice(card, labelmap: np.ndarray, resolution: int) -> tuple[dict[str, float] | None, str]:
@@ -147,6 +150,7 @@ def segment_models(cards, volume, out_dir: Path, resolution: int = 2, device: st
     """Run every card on ``volume`` with its demo methods and write the result files into ``out_dir``."""
     from ..core.inference.engine import Segmenter
     from ..core.inference.results import write_result
+    from ..core.models.offers import default_classes
 
     runs = []
     for card in cards:
@@ -154,8 +158,8 @@ def segment_models(cards, volume, out_dir: Path, resolution: int = 2, device: st
             on_model(card.id)
         methods = demo_methods(card)
         t0 = time.perf_counter()
-        result = Segmenter(card, device=device, download=False).run(volume, attention=methods,
-                                                                      keep_probabilities=False)
+        result = Segmenter(card, device=device, download=False).run(
+            volume, attention=methods, keep_probabilities=False, target_choices=default_classes(card, methods))
         seconds = time.perf_counter() - t0
         for notice in result.notices:
             logger.warning("%s: %s", card.id, notice)
@@ -296,7 +300,10 @@ def compose_montage(runs: list[ModelRun], path: Path, orientation: str = "axial"
             picture = run.pictures.get(f"{key}.{orientation}")
             x = left + c * (cell + pad)
             if picture is None or (c == 1 and own and key in GENERIC_METHODS):
-                draw.text((x + cell // 2, y + cell // 2), "n/a", fill=(120, 120, 120), font=font, anchor="mm")
+                withheld = key in run.card.attention_methods and key not in run.methods  # card withholds it
+                draw.text((x + cell // 2, y + cell // 2), "withheld: not faithful on validation" if withheld
+                          else "n/a", fill=(255, 150, 40) if withheld else (120, 120, 120),
+                          font=small if withheld else font, anchor="mm")
                 continue
             with Image.open(picture) as image:
                 montage.paste(image.convert("RGB").resize((cell, cell), Image.LANCZOS), (x, y))
@@ -315,6 +322,8 @@ def _quality_caption(draw, quality: dict | None, x: int, bottom: int, font) -> N
         text, colour = "faithful", (120, 220, 120)
     else:
         text, colour = "NOT faithful on validation", (255, 150, 40)
+    if quality.get("class"):
+        text += f" ({quality['class']})"
     text += f"  del {quality['deletion_margin']:+.2f} ins {quality['insertion_margin']:+.2f} vs random"
     draw.rectangle((x, bottom - 22, x + 10 + draw.textlength(text, font=font), bottom), fill=(16, 16, 16))
     draw.text((x + 5, bottom - 19), text, fill=colour, font=font)

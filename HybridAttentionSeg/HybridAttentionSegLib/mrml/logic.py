@@ -98,7 +98,7 @@ class HybridAttentionSegLogic(ModelCatalogLogic):
     def process(self, inputVolume, modelId: str, attentionMethods=None, outputSegmentation=None,
                 waitForCompletion: bool = True, onEvent: Callable | None = None, *,
                 targetClass: str | None = None, device: str = "auto", keepProbabilities: bool = True,
-                display: dict | None = None, timeout: float | None = None):
+                display: dict | None = None, timeout: float | None = None, allowUnfaithful: bool = False):
         """Segment ``inputVolume`` with catalog model ``modelId`` and show the attention maps.
 
         :param inputVolume: scalar volume node; outputs go into its scene, on its exact grid.
@@ -114,12 +114,14 @@ class HybridAttentionSegLogic(ModelCatalogLogic):
         :param keepProbabilities: keep per-class probabilities as a vector volume (for correction).
         :param display: attention display: ``opacity``, ``threshold``, ``colorMap``, ``showLegend``.
         :param timeout: seconds to wait when blocking; the run is cancelled past it.
+        :param allowUnfaithful: compute maps the card withholds (failed its faithfulness test; still labelled).
         :raises UserInputError: bad inputs, unknown model or method (also from the worker).
         :raises CancelledError: the run was cancelled (blocking mode).
         """
         self._checkInputs(inputVolume, modelId, outputSegmentation)
         # every option is checked before the worker starts: nothing fails after minutes of inference
-        attentionMethods = checkProcessOptions(attentionMethods, targetClass, device, keepProbabilities, timeout)
+        attentionMethods = checkProcessOptions(attentionMethods, targetClass, device, keepProbabilities, timeout,
+                                               allowUnfaithful)
         display = checkDisplay(display)
         if self.isRunning:
             message = "a segmentation is already running; wait for it or cancel it first"
@@ -138,7 +140,7 @@ class HybridAttentionSegLogic(ModelCatalogLogic):
                 "segment", model=modelId, input=str(inputPath), out_dir=str(tempDir / "out"), stem="result",
                 attention=list(attentionMethods) if attentionMethods is not None else None,
                 target_class=targetClass or None, device=device, probabilities=bool(keepProbabilities),
-                catalog=self.catalogFiles or None)
+                catalog=self.catalogFiles or None, allow_unfaithful=allowUnfaithful)
         except BaseException:
             shutil.rmtree(tempDir, ignore_errors=True)
             raise

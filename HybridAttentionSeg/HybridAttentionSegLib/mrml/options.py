@@ -52,7 +52,8 @@ def checkDisplay(display: dict | None) -> dict:
     return dict(display)
 
 
-def checkProcessOptions(attentionMethods, targetClass, device, keepProbabilities, timeout) -> list[str] | None:
+def checkProcessOptions(attentionMethods, targetClass, device, keepProbabilities, timeout,
+                        allowUnfaithful=False) -> list[str] | None:
     """The other ``process`` options; returns the attention methods as a list (or None: the natural method).
 
     Raises:
@@ -70,9 +71,10 @@ def checkProcessOptions(attentionMethods, targetClass, device, keepProbabilities
     if not isinstance(device, str) or not _DEVICE.match(device):
         message = f"unknown device {device!r}; use auto, cpu or cuda[:N]"
         raise UserInputError(message)
-    if not isinstance(keepProbabilities, bool):
-        message = f"keepProbabilities must be True or False; got {keepProbabilities!r}"
-        raise UserInputError(message)
+    for name, value in (("keepProbabilities", keepProbabilities), ("allowUnfaithful", allowUnfaithful)):
+        if not isinstance(value, bool):
+            message = f"{name} must be True or False; got {value!r}"
+            raise UserInputError(message)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not timeout > 0):
         message = f"timeout {timeout!r} is not a positive number of seconds; give one, or None to wait"

@@ -331,7 +331,9 @@ class ReviewSession:
         if not image.exists():
             volume = read_volume(inputPath)
             write_scalar_nrrd(image, volume.data[0], volume.affine)
-        methods = [card.spec.natural_method]
+        from ..core.models.offers import natural_method
+
+        methods = [m for m in [natural_method(card)] if m]  # the first map the card ships (never a withheld one)
         if "uncertainty" in card.attention_methods and "uncertainty" not in methods:
             methods.append("uncertainty")
         fields = {"model": card.id, "input": str(Path(inputPath).resolve()), "out_dir": str(self.root),

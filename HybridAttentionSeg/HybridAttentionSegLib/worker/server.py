@@ -169,6 +169,7 @@ class Worker:
         from ..core.inference.io import read_volume
         from ..core.inference.results import write_result
         from ..core.models.cards import get_card
+        from ..core.models.offers import check_request, default_classes, natural_method
         from ..core.models.registry import check_method
 
         for key in ("model", "input", "out_dir"):
@@ -177,12 +178,15 @@ class Worker:
                 raise ProtocolError(message)
         card = get_card(request["model"], request.get("catalog"))
         methods = request.get("attention")
-        methods = [card.spec.natural_method] if methods is None else list(methods)
+        methods = ([m for m in [natural_method(card)] if m] if methods is None else list(methods))
         for method in methods:
             check_method(card.spec, method)
         targetClass = request.get("target_class") or None
-        if targetClass is not None:
-            card.label_index(targetClass)
+        targetName = card.label_name(card.label_index(targetClass)) if targetClass is not None else None
+        # maps the card withholds (failed the faithfulness test) only on explicit request; still labelled
+        allowUnfaithful = bool(request.get("allow_unfaithful", False))
+        check_request(card, methods, targetName, allowUnfaithful, opt_in="allowUnfaithful=True")
+        choices = None if allowUnfaithful or targetName else default_classes(card, methods)
         device = request.get("device") or "auto"
         segmenter, reused = self._segmenter(card, device)
         volume = read_volume(request["input"])
@@ -191,12 +195,12 @@ class Worker:
                     segmenter.device)
         result = segmenter.run(volume, attention=methods, target_class=targetClass,
                                tta=bool(request.get("tta", False)), keep_probabilities=keepProbabilities,
-                               on_progress=self._progress("inference"))
+                               on_progress=self._progress("inference"), target_choices=choices)
         for notice in result.notices:
             logger.warning(notice)
         summary = write_result(result, request["out_dir"], request.get("stem") or "result",
                                probabilities=keepProbabilities, overwrite=bool(request.get("overwrite")))
-        summary.update(labels=card.labels, title=card.title, natural_method=card.spec.natural_method,
+        summary.update(labels=card.labels, title=card.title, natural_method=natural_method(card),
                        target_class_value=result.target_class, reused_model=reused, worker_pid=os.getpid())
         return summary
 
@@ -293,9 +297,11 @@ class Worker:
 
 
 def _listing(card) -> dict:
-    """A card as ``info`` lists it: the card's JSON form plus its architecture's natural method."""
+    """A card as ``info`` lists it: the card's JSON form plus its natural method (the first one it ships)."""
+    from ..core.models.offers import natural_method
+
     entry = card.to_json()
-    entry["natural_method"] = card.spec.natural_method
+    entry["natural_method"] = natural_method(card)
     return entry
 
 

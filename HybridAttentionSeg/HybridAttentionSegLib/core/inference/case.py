@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import UserInputError
 from ..models.cards import ModelCard
+from ..models.offers import check_request, default_classes, natural_method
 from ..models.registry import check_method
 from ..outputs import OutputSet
 from .engine import Segmenter
@@ -34,12 +35,15 @@ class CaseOptions:
     overwrite: bool = False
     force: bool = False
     series: str | None = None
+    #: compute maps the card withholds (failed the faithfulness test); they stay labelled (core/models/offers.py)
+    allow_unfaithful: bool = False
 
 
 def resolve_methods(card: ModelCard, requested: list[str] | None) -> list[str]:
-    """``None`` -> the model's natural method; ``["none"]`` -> no maps; each one checked against the card."""
+    """``None`` -> the card's natural method (the first one it ships); ``["none"]`` -> no maps; each one checked
+    against the card."""
     if requested is None:
-        methods = [card.spec.natural_method]
+        methods = [natural_method(card)] if natural_method(card) else []
     elif list(requested) == ["none"]:
         methods = []
     else:
@@ -66,6 +70,8 @@ def prepare_case(card: ModelCard, input_path, out_dir, options: CaseOptions,
     Raises:
         UserInputError: any problem a user can fix, as one line naming the remedy.
     """
+    target = card.label_name(card.label_index(options.target_class)) if options.target_class is not None else None
+    check_request(card, options.methods, target, options.allow_unfaithful)  # withheld maps: refused at once
     if options.series and not Path(input_path).is_dir():
         message = f"--series applies to a DICOM folder; {input_path} is not a folder (drop --series)"
         raise UserInputError(message)
@@ -94,10 +100,13 @@ def segment_case(segmenter: Segmenter, outputs: OutputSet, volume: Volume, optio
     Returns:
         ``(summary, notices)``: the summary written as ``STEM.json`` and the engine's notices.
     """
+    # the default class of class maps: the largest structure among the classes the card ships them for
+    choices = (None if options.allow_unfaithful or options.target_class is not None
+               else default_classes(segmenter.card, options.methods))
     with outputs:  # staging folder beside the results = the lock of this stem; removed on any failure
         result = segmenter.run(volume, attention=options.methods, target_class=options.target_class,
                                tta=options.tta, keep_probabilities=options.probabilities, on_progress=on_progress,
-                               should_cancel=should_cancel)
+                               should_cancel=should_cancel, target_choices=choices)
         summary = write_result(result, outputs.folder, outputs.key, probabilities=options.probabilities,
                                outputs=outputs)
     return summary, list(result.notices)

@@ -167,13 +167,15 @@ class Segmenter:
     # -------------------------------------------------------------------------------------------
     def run(self, volume: Volume, attention: Sequence[str] = (), target_class: int | str | None = None,
             tta: bool = False, keep_probabilities: bool = True, on_progress: ProgressFn | None = None,
-            should_cancel: CancelFn | None = None) -> SegmentationResult:
+            should_cancel: CancelFn | None = None, target_choices: Sequence[int | str] | None = None
+            ) -> SegmentationResult:
         """Segment ``volume`` and compute the requested attention maps, all on its grid.
 
         Args:
             volume: input (channels must match the card).
             attention: method names (see ``registry.ATTENTION_METHODS``); each must be supported.
-            target_class: label value or name for class-dependent methods; default: largest structure.
+            target_class: label value or name for class-dependent methods; default: largest structure
+                (among ``target_choices`` when given: the classes a card ships its class maps for).
             tta: add flip test-time-augmentation variance to ``uncertainty``.
             keep_probabilities: return per-class probabilities.
             on_progress: ``(windows_done, windows_total)`` callback.
@@ -186,6 +188,7 @@ class Segmenter:
             check_method(self.spec, method)
         check_volume(volume, card.in_channels)
         target = card.label_index(target_class) if target_class is not None else None
+        choices = [card.label_index(c) for c in target_choices] if target_choices else None
         timings: dict[str, float] = {}
         notices: list[str] = []
 
@@ -214,7 +217,7 @@ class Segmenter:
         if needs_class:
             t2 = time.perf_counter()
             if target is None:
-                target = self._largest_structure(probabilities, notices)
+                target = self._largest_structure(probabilities, notices, choices)
             _, class_maps = self._infer(prepared.tensor, needs_class, target, progress, should_cancel)
             maps.update(class_maps)
             timings["class_explain_s"] = time.perf_counter() - t2
@@ -329,8 +332,8 @@ class Segmenter:
         reason = self.path_choice.reason if self.path_choice else ""
         return {"path": runner.name, "reason": reason, "maps": maps}
 
-    def _largest_structure(self, probabilities: torch.Tensor, notices: list[str]) -> int:
-        values = [label["value"] for label in self.card.labels]
+    def _largest_structure(self, probabilities: torch.Tensor, notices: list[str], choices=None) -> int:
+        values = choices or [label["value"] for label in self.card.labels]
         counts = torch.bincount(decide(self.card, probabilities).ravel().long(), minlength=256)
         best = max(values, key=lambda v: int(counts[v]))
         if int(counts[best]) == 0:

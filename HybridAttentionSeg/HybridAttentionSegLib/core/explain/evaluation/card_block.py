@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ...models.offers import WITHHELD, offer_from_verdicts, offers
 from .protocol import PROTOCOL_VERSION, QUICK_TOLERANCE
 
 REGENERATE = "hybridseg explain-eval --model {id} --write-card"
@@ -50,6 +51,9 @@ def _metrics(item: dict) -> list[dict]:
             metrics.append({"metric": f"{kind}_auc", "baseline": baseline, "value": v["auc"],
                             "random_mean": v["random_mean"], "random_sd": v["random_sd"]})
     metrics.append({"metric": "randomised_spearman", "value": item["randomisation"]["full"]})
+    data = item["randomisation"].get("data_randomisation") or {}
+    if "spearman" in data:  # reported next to the verdict, not part of it (data_randomisation.py)
+        metrics.append({"metric": "data_randomised_spearman", "value": data["spearman"], "steps": data["steps"]})
     loc = item["localisation"]
     metrics.append({"metric": "energy_in_target", "value": loc["energy_in_target"],
                     "uniform": loc["energy_in_target_uniform"]})
@@ -61,6 +65,9 @@ def build_block(full: dict, quick: dict) -> dict:
     """The card block from a full-protocol report and a quick-mode report of the same weights."""
     if full["weights_sha256"] != quick["weights_sha256"]:
         raise ValueError("the full and quick reports were computed on different weights")
+    methods = [{"method": item["method"], "class": item["class"], "scored_on": item["scored_on"],
+                "faithful": item["faithful"], "verdict": item["verdict"], "reasons": item["reasons"],
+                "margin": item["margin"], "metrics": _metrics(item)} for item in full["methods"]]
     return {
         "generated_by": REGENERATE.format(id=full["model"]),
         "weights_sha256": full["weights_sha256"],
@@ -69,9 +76,10 @@ def build_block(full: dict, quick: dict) -> dict:
         "data": full["data"],
         "date": full["date"],
         "device": full["device"],
-        "methods": [{"method": item["method"], "class": item["class"], "scored_on": item["scored_on"],
-                     "faithful": item["faithful"], "verdict": item["verdict"], "reasons": item["reasons"],
-                     "margin": item["margin"], "metrics": _metrics(item)} for item in full["methods"]],
+        "methods": methods,
+        "data_randomisation": full.get("data_randomisation", {"run": False}),
+        # what the card ships: derived from the verdicts above, never typed (core/models/offers.py)
+        "offer": offer_from_verdicts(methods),
         "quick": {"protocol": quick["protocol"], "data": quick["data"], "tolerance": QUICK_TOLERANCE,
                   "scores": quick_scores(quick)},
     }
@@ -102,6 +110,9 @@ def staleness(card, quick: dict | None = None, methods: list[str] | None = None)
     if block.get("protocol", {}).get("version") != PROTOCOL_VERSION:
         reasons.append(f"{card.id}: protocol version {block.get('protocol', {}).get('version')} != "
                        f"{PROTOCOL_VERSION}{regenerate}")
+    if block.get("offer") != offer_from_verdicts(block.get("methods", [])):
+        reasons.append(f"{card.id}: the block's offer (shipped/withheld maps) does not follow from its verdicts"
+                       f"{regenerate}")
     if methods is not None and sorted({m["method"] for m in block["methods"]}) != sorted(methods):
         reasons.append(f"{card.id}: block evaluates {sorted({m['method'] for m in block['methods']})}, the "
                        f"architecture offers {sorted(methods)}{regenerate}")
@@ -144,27 +155,33 @@ def method_verdicts(card) -> dict[str, dict]:
 def attention_quality(card, methods, target_name: str | None = None) -> dict[str, dict]:
     """What a result's JSON says about each of its maps: the card's verdict and scores for the class used.
 
-    ``{"method": {"verdict", "faithful" (None: not scored), "class", "deletion_margin", "insertion_margin",
-    "randomised_spearman", "protocol"}}``.
+    ``{"method": {"verdict", "faithful" (None: not scored), "offer", "class", "deletion_margin",
+    "insertion_margin", "randomised_spearman", "protocol"}}``; ``offer``: ``shipped``, ``withheld`` (computed
+    on explicit request only), ``not evaluated``, ``stale`` or ``not an explanation`` (core/models/offers.py).
     """
+    from ...models.offers import withheld_reason
     from .protocol import NOT_EXPLANATIONS
 
+    offered = offers(card)
     verdicts = method_verdicts(card)
     protocol = (card.data.get("explanations") or {}).get("protocol", {})
     out = {}
     for method in methods:
         if method in NOT_EXPLANATIONS:
-            out[method] = {"verdict": "not an explanation (not scored)", "faithful": None}
+            out[method] = {"verdict": "not an explanation (not scored)", "faithful": None,
+                           "offer": "not an explanation"}
             continue
         entry = verdicts.get(method)
         if entry is None:
-            out[method] = {"verdict": "not evaluated", "faithful": None}
+            out[method] = {"verdict": "not evaluated", "faithful": None, "offer": "not evaluated"}
             continue
         classes = entry["classes"]
         chosen = classes.get(target_name or "") or classes.get("") or next(iter(classes.values()))
         faithful = None if entry["stale"] else chosen["faithful"]
         out[method] = {
             "verdict": entry["verdict"] if entry["stale"] else chosen["verdict"], "faithful": faithful,
+            "offer": (WITHHELD if withheld_reason(card, method, target_name)
+                      else offered[method].status if method in offered else "not evaluated"),
             "class": target_name if target_name in classes else None,
             "deletion_margin": chosen["margin"]["deletion"], "insertion_margin": chosen["margin"]["insertion"],
             "randomised_spearman": chosen["scores"].get("randomised_spearman"),

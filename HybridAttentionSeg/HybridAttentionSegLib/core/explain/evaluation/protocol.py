@@ -7,7 +7,8 @@ settings are written next to every score.
 Two presets:
 
 * ``full``: what ``hybridseg explain-eval`` runs by default (minutes per model on a 2-core CPU): both
-  baselines, six points per curve, three random seeds, a three-step randomisation cascade;
+  baselines, six points per curve, three random seeds, a three-step randomisation cascade, and the short
+  data (label) randomisation check (:mod:`.data_randomisation`: two copies trained for 100 steps);
 * ``quick``: one baseline, three points, two random seeds, full randomisation only (seconds); what the
   test suite recomputes to check that a card's stored quick-mode scores are still true for its weights.
 
@@ -21,8 +22,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ...models.offers import NOT_EXPLANATIONS as _NOT_EXPLANATIONS
+
 #: bump when any setting or formula below (or in perturbation/localisation/sanity) changes meaning
-PROTOCOL_VERSION = "1"
+PROTOCOL_VERSION = "2"  # 2: data randomisation in the full protocol
 
 #: a method passes when it beats the random ranking by at least this much, on deletion AND on insertion AUC
 MIN_AUC_MARGIN = 0.03
@@ -32,8 +35,8 @@ MAX_RANDOMISED_CORRELATION = 0.5
 #: BLAS builds change float sums; a retrain or a changed explainer moves AUCs by far more)
 QUICK_TOLERANCE = 0.02
 
-#: attention maps that are not explanations of a decision and are therefore not scored
-NOT_EXPLANATIONS = ("uncertainty",)
+#: attention maps that are not explanations of a decision and are therefore not scored (one list, in offers.py)
+NOT_EXPLANATIONS = _NOT_EXPLANATIONS
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class Protocol:
         randomisation_seed: seed of the random weights used by the sanity check.
         single_window: crop the evaluation input to one sliding window of the whole-volume grid.
         dilation_vox: neighbourhood of the target for localisation (voxels).
+        data_randomisation_steps: training steps of each copy in the data (label) randomisation check
+            (0: not run).
     """
 
     name: str
@@ -67,6 +72,7 @@ class Protocol:
     randomisation_seed: int = 1234
     single_window: bool = False
     dilation_vox: int = 2
+    data_randomisation_steps: int = 0
 
     def as_dict(self) -> dict:
         """JSON-ready settings, with the protocol version and the pass thresholds."""
@@ -77,7 +83,7 @@ class Protocol:
 
 
 FULL = Protocol(name="full", fractions=(0.0, 0.02, 0.05, 0.1, 0.2, 0.35), baselines=("blur", "mean"),
-                random_seeds=(0, 1, 2), cascade_steps=3, single_window=True)
+                random_seeds=(0, 1, 2), cascade_steps=3, single_window=True, data_randomisation_steps=100)
 QUICK = Protocol(name="quick", fractions=(0.0, 0.05, 0.2), baselines=("blur",), random_seeds=(0, 1),
                  cascade_steps=1, single_window=True)
 PRESETS = {"full": FULL, "quick": QUICK}

@@ -23,7 +23,7 @@ def markdown_table(report: dict) -> str:
     head = ["method", "scored on"]
     for kind in ("deletion", "insertion"):
         head += [f"{kind} AUC ({b}) / random" for b in baselines]
-    head += ["randomised ρ", "energy in target / uniform", "pointing / chance", "verdict"]
+    head += ["randomised ρ", "data-randomised ρ", "energy in target / uniform", "pointing / chance", "verdict"]
     lines = [f"**{report['model']}**, {report['data']}; protocol `{report['protocol']['name']}` "
              f"v{report['protocol']['version']} (lower deletion / higher insertion AUC = more faithful).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -35,11 +35,18 @@ def markdown_table(report: dict) -> str:
                 row.append(f"{v['auc']:.3f} / {v['random_mean']:.3f} ± {v['random_sd']:.3f}")
         loc = item["localisation"]
         rho = item["randomisation"]["full"]
+        data = item["randomisation"].get("data_randomisation") or {}
         row += ["not run" if rho is None else f"{rho:.2f}",
+                f"{data['spearman']:.2f}" if "spearman" in data else "not run",
                 f"{loc['energy_in_target']:.2f} / {loc['energy_in_target_uniform']:.2f}",
                 f"{loc['pointing_game']:.2f} / {loc['pointing_game_chance']:.2f}",
                 ("✅ " if item["faithful"] else "⚠️ ") + item["verdict"]]
         lines.append("| " + " | ".join(row) + " |")
+    data = report.get("data_randomisation") or {}
+    if data.get("run"):
+        lines += ["", f"Data randomisation: two copies trained {data['steps']} steps from seed {data['seed']}, true vs "
+                      f"{data['labels']} labels; held-out Dice {data['heldout_dice_true']} vs "
+                      f"{data['heldout_dice_permuted']} (reported, not part of the verdict)."]
     return "\n".join(lines) + "\n"
 
 

@@ -114,8 +114,16 @@ class Evaluation:
                 items.append(self._method(method, target, values, masks, perturbers, random_curves, groups,
                                           labelmap))
             self.timings[f"{method}_s"] = round(time.perf_counter() - t1, 1)
+        extra = {}
+        if sanity and protocol.data_randomisation_steps:
+            from .data_randomisation import data_randomisation
+
+            t2 = time.perf_counter()
+            extra["data_randomisation"] = data_randomisation(self, items, protocol.data_randomisation_steps)
+            self.timings["data_randomisation_s"] = round(time.perf_counter() - t2, 1)
         self.timings["total_s"] = round(time.perf_counter() - t0, 1)
         return {
+            **extra,
             "segments": [{"value": v, "name": self.card.label_name(v), "voxels": int(m.sum())}
                          for v, m in zip(values, masks, strict=True)],
             "random": {b: {kind: np.asarray(c).round(4).tolist() for kind, c in curves.items()}
@@ -172,7 +180,8 @@ class Evaluation:
             [localisation(values_map, reference == t, self.case.region, self.protocol.dilation_vox) for t in targets])
         item["localisation"]["reference"] = "reference labels" if self.case.reference is not None else "prediction"
         item["randomisation"] = (self._cascade(method, target, values_map, groups) if groups
-                                 else {"steps": [], "full": None, "data_randomisation": "not run"})
+                                 else {"steps": [], "full": None})
+        item["randomisation"]["data_randomisation"] = {"run": False, "reason": f"protocol {self.protocol.name}"}
         item["faithful"], item["reasons"] = verdict(item)
         item["verdict"] = "faithful on validation" if item["faithful"] else "not faithful on validation"
         return item
@@ -191,5 +200,4 @@ class Evaluation:
             rho = spearman(trained_map[region], self.map_of(method, target, segmenter)[region])
             steps.append({"randomised_groups": step, "of": len(groups), "first_module": groups[step - 1][0],
                           "spearman": round(rho, 4)})
-        return {"steps": steps, "full": steps[-1]["spearman"] if steps else None,
-                "data_randomisation": "not run: needs the model retrained on permuted labels (not cheap)"}
+        return {"steps": steps, "full": steps[-1]["spearman"] if steps else None}

@@ -8,8 +8,8 @@ step the map is recomputed on the same input and compared with the trained model
 correlation** over the region's voxels. A map that stays highly correlated when the weights that made the
 decision are gone explains the architecture (or the image), not the model.
 
-The data/label randomisation test of the same paper needs a model retrained on permuted labels (about 30 CPU
-minutes per demo model); it is not cheap, so it is not run, and reports say so.
+The data/label randomisation test of the same paper needs models retrained on permuted labels; its short
+version is :mod:`.data_randomisation`.
 """
 
 from __future__ import annotations

@@ -308,25 +308,33 @@ def compose_montage(runs: list[ModelRun], path: Path, orientation: str = "axial"
             with Image.open(picture) as image:
                 montage.paste(image.convert("RGB").resize((cell, cell), Image.LANCZOS), (x, y))
             draw.text((x + 6, y + 4), key, fill=(235, 235, 235), font=small)
-            _quality_caption(draw, run.quality.get(key), x, y + cell, small)
+            _quality_caption(draw, run.quality.get(key), x, y + cell, small, cell)
     with atomic_path(path) as tmp:
         montage.save(tmp, format="PNG")
     return Path(path)
 
 
-def _quality_caption(draw, quality: dict | None, x: int, bottom: int, font) -> None:
-    """The map's measured verdict under it: green when faithful on validation, orange (warning) when not."""
+def _quality_caption(draw, quality: dict | None, x: int, bottom: int, font, width: int) -> None:
+    """The map's measured verdict under it: green when faithful on validation, orange (warning) when not.
+
+    One line when it fits the cell's ``width``, else the verdict above the scores (never cut at the cell's edge).
+    """
     if not quality or quality.get("faithful") is None:
         return
     if quality["faithful"]:
-        text, colour = "faithful", (120, 220, 120)
+        verdict, colour = "faithful", (120, 220, 120)
     else:
-        text, colour = "NOT faithful on validation", (255, 150, 40)
+        verdict, colour = "NOT faithful on validation", (255, 150, 40)
     if quality.get("class"):
-        text += f" ({quality['class']})"
-    text += f"  del {quality['deletion_margin']:+.2f} ins {quality['insertion_margin']:+.2f} vs random"
-    draw.rectangle((x, bottom - 22, x + 10 + draw.textlength(text, font=font), bottom), fill=(16, 16, 16))
-    draw.text((x + 5, bottom - 19), text, fill=colour, font=font)
+        verdict += f" ({quality['class']})"
+    scores = f"del {quality['deletion_margin']:+.2f} ins {quality['insertion_margin']:+.2f} vs random"
+    lines = [f"{verdict}  {scores}"]
+    if draw.textlength(lines[0], font=font) + 10 > width:
+        lines = [verdict, scores]
+    top = bottom - 4 - 19 * len(lines)
+    draw.rectangle((x, top - 3, x + 10 + max(draw.textlength(t, font=font) for t in lines), bottom), fill=(16, 16, 16))
+    for i, text in enumerate(lines):
+        draw.text((x + 5, top + 19 * i), text, fill=colour, font=font)
 
 
 # ---------------------------------------------------------------------------------------------- the job

@@ -32,6 +32,9 @@ def add_parser(subparsers) -> None:
                         help="attention methods (default: the model's natural method; 'none' for none)")
     parser.add_argument("--class", dest="target_class", default=None,
                         help="segment name for class-dependent maps (default: largest predicted structure)")
+    parser.add_argument("--allow-unfaithful", action="store_true",
+                        help="compute maps the model card withholds because they failed the faithfulness test "
+                             "(research use; each case's JSON still labels them 'not faithful on validation')")
     parser.add_argument("--probabilities", action="store_true", help="also write per-class probabilities")
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation for uncertainty")
     parser.add_argument("--force", action="store_true",
@@ -58,6 +61,7 @@ def run(args) -> int:
     from ..core.errors import UserInputError
     from ..core.inference.case import resolve_methods
     from ..core.models.cards import get_card
+    from ..core.models.offers import check_request
     from ..core.outputs import OutputSet
     from ..core.weights import resolve_weights_file
     from .progress import ProgressBar
@@ -67,8 +71,9 @@ def run(args) -> int:
         raise UserInputError(f"--workers {args.workers}: give at least 1 (or leave it out)")
     card = get_card(args.model, args.catalog)
     options = case_options(args, resolve_methods(card, args.attention))
-    if options.target_class is not None:
-        card.label_index(options.target_class)
+    target = card.label_name(card.label_index(options.target_class)) if options.target_class is not None else None
+    # a withheld map would fail every case: refused once, before Ray starts (core/models/offers.py)
+    check_request(card, options.methods, target, options.allow_unfaithful)
     out = os.path.abspath(os.path.expanduser(args.out))
     OutputSet(out, "summary", []).check()  # --out is a folder (or can become one) and writable
     check_replaceable(out)

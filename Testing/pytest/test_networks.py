@@ -97,3 +97,24 @@ def test_cnn_self_attention_rejects_bad_arguments():
     model = CNNSelfAttention3D(1, 2, channels=(4, 8, 16, 32), num_heads=2).eval()
     with torch.no_grad(), pytest.raises(ValueError, match="multiple of 16"):
         model(torch.randn(1, 1, 32, 32, 40))
+
+
+def test_cnn_self_attention_variants_of_a_seed_share_the_cnn_initialisation():
+    """The review's paired comparison: with the same seed, every variant's CNN starts from the same weights."""
+
+    def cnn_weights(layers, attention_type):
+        torch.manual_seed(7)
+        model = CNNSelfAttention3D(1, 2, channels=(4, 8, 16, 32), num_attention_layers=layers, num_heads=2,
+                                   attention_type=attention_type)
+        return {k: v for k, v in model.state_dict().items() if not k.startswith("attention_blocks.")}
+
+    baseline = cnn_weights(0, "self")
+    assert any(k.startswith("decoder.") for k in baseline)
+    for layers, attention_type in ((1, "self"), (4, "self"), (2, "cross")):
+        other = cnn_weights(layers, attention_type)
+        assert other.keys() == baseline.keys() | ({"norm.weight", "norm.bias"} & other.keys())
+        for key, value in baseline.items():
+            torch.testing.assert_close(other[key], value, rtol=0, atol=0, msg=key)
+    torch.manual_seed(8)
+    reseeded = CNNSelfAttention3D(1, 2, channels=(4, 8, 16, 32), num_attention_layers=0, num_heads=2)
+    assert not torch.equal(reseeded.out.conv.conv.weight, baseline["out.conv.conv.weight"])

@@ -99,12 +99,16 @@ class CNNSelfAttention3D(nn.Module):
         self.encoder = build_encoder(in_channels, channels, norm_name)
         self.bottleneck = UnetResBlock(3, width, width, kernel_size=3, stride=factor, norm_name=norm_name)
         mlp_dim = int(mlp_ratio * width)
-        if attention_type == "self":
-            blocks = [TransformerBlock(width, mlp_dim, num_heads, dropout_rate=dropout, qkv_bias=True,
-                                       save_attn=True) for _ in range(num_attention_layers)]
-        else:
-            blocks = [CrossAttentionLayer(width, width, num_heads, mlp_dim, dropout)
-                      for _ in range(num_attention_layers)]
+        # The attention layers draw their initial weights from a fork of the RNG: the CNN around them (decoder
+        # and output block) starts from the same weights for any number or type of attention layers, so the
+        # review's paired comparison (CNN vs CNN + attention, same seed) differs by the attention alone.
+        with torch.random.fork_rng(devices=[]):
+            if attention_type == "self":
+                blocks = [TransformerBlock(width, mlp_dim, num_heads, dropout_rate=dropout, qkv_bias=True,
+                                           save_attn=True) for _ in range(num_attention_layers)]
+            else:
+                blocks = [CrossAttentionLayer(width, width, num_heads, mlp_dim, dropout)
+                          for _ in range(num_attention_layers)]
         self.attention_blocks = nn.ModuleList(blocks)
         self.norm = nn.LayerNorm(width) if num_attention_layers else nn.Identity()
         self.decoder = build_decoder(width, channels, factor, norm_name)

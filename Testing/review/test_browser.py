@@ -8,7 +8,6 @@ stop. Screenshots go to ``HYBRIDSEG_SCREENSHOT_DIR`` (default: the test's tempor
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import signal
@@ -22,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser_pixels import CHROMIUM, FLAGS, VIEW_SELECTOR, VIEWPORT, hot_mask, shows_image_and_overlay
+from browser_pixels import counts as _counts
+from browser_pixels import pixels as _pixels
 from review_case import write_review_case
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
 #: generous on a loaded 2-core CPU; the measured time is printed (README: first render on the demo outputs)
 FIRST_RENDER_LIMIT_S = 60.0
 
@@ -35,24 +34,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def _pixels(locator) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB")).astype(np.int16)
-
-
-def _counts(rgb: np.ndarray) -> dict:
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    spread = rgb.max(-1) - rgb.min(-1)
-    return {
-        "grey": int(((spread < 12) & (rgb.max(-1) > 40)).sum()),  # the image (grey levels)
-        "hot": int(((r > 150) & (r > g + 40) & (r > b + 60)).sum()),  # inferno's orange/yellow
-        "green": int(((g > r + 50) & (g > b + 30)).sum()),  # segment Shell
-        "blue": int(((b > r + 60) & (b > g + 20)).sum()),  # segment Core
-        "lit": int((rgb.max(-1) > 30).sum()),
-    }
 
 
 def _wait(predicate, timeout: float, what: str, step: float = 0.3):
@@ -97,7 +78,7 @@ def page(server):
         pytest.fail("chromium is not installed (apt-get install chromium); ./run test installs it")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        tab = browser.new_page(viewport={"width": 1400, "height": 900})
+        tab = browser.new_page(viewport=VIEWPORT)
 
         def load():
             if server["proc"].poll() is not None:
@@ -121,7 +102,7 @@ def shots(tmp_path_factory):
 
 
 def _views(page):
-    images = page.locator("#view-grid img")
+    images = page.locator(VIEW_SELECTOR)
     _wait(lambda: images.count() == 4, 60, "four streamed views")
     return [images.nth(i) for i in range(4)]  # DOM order: axial, 3D, coronal, sagittal
 
@@ -136,7 +117,7 @@ def test_views_render_image_segmentation_and_overlay(page, server, shots):
 
     def rendered():
         counts = _counts(_pixels(axial))
-        return counts if counts["grey"] > 500 and counts["hot"] > 200 and counts["green"] > 200 else None
+        return counts if shows_image_and_overlay(counts) and counts["green"] > 200 else None
 
     counts = _wait(rendered, FIRST_RENDER_LIMIT_S, "the axial view to show image, overlay and segmentation")
     seconds = time.monotonic() - server["started"]
@@ -156,22 +137,17 @@ def test_views_render_image_segmentation_and_overlay(page, server, shots):
 def test_method_switch_moves_the_overlay(page, shots):
     axial = _views(page)[0]
     before = _pixels(axial)
-    hot_before = np.argwhere(_counts_mask(before))
+    hot_before = np.argwhere(hot_mask(before))
     page.locator("#method-grad-cam").click()
     _wait(lambda: "not faithful" in page.locator("#faithfulness", has_text="not faithful").first.inner_text(),
           20, "grad-cam's faithfulness flag")
 
     def moved():
-        hot = np.argwhere(_counts_mask(_pixels(axial)))
+        hot = np.argwhere(hot_mask(_pixels(axial)))
         return len(hot) > 100 and abs(hot[:, 1].mean() - hot_before[:, 1].mean()) > 10
 
     _wait(moved, 30, "the overlay to move to grad-cam's blob (patient left = screen right)")
     page.locator("#method-toggle").screenshot(path=str(shots / "review-methods.png"))
-
-
-def _counts_mask(rgb):
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    return (r > 150) & (r > g + 40) & (r > b + 60)
 
 
 def test_click_corrects_the_mask_then_undo_and_redo(page, server, shots):

@@ -23,8 +23,8 @@ from .views import ReviewViews
 
 logger = logging.getLogger(__name__)
 
-#: the 3D surface (about 2 s of CPU for a brain) is built this long after a case opens, once the slice views
-#: have been streamed: the first picture is not kept waiting for it
+#: the 3D surface (about 2 s of CPU for a brain) is built this long after a browser has laid out the views of an
+#: opened case (never before): the first picture is not kept waiting for it, however slow the page is to load
 SURFACE_DELAY_S = 3.0
 
 
@@ -151,13 +151,20 @@ class ReviewApp:
         self.views.fitAll()
         asynchronous.create_task(self._showSurface(case.id))
 
+    def _isOpen(self, caseId: str) -> bool:
+        return self.session.case is not None and self.session.case.id == caseId
+
     async def _showSurface(self, caseId: str) -> None:
+        while not self.views.browserSized and self._isOpen(caseId):  # no browser yet: nobody to show it to
+            await asyncio.sleep(0.2)
         await asyncio.sleep(SURFACE_DELAY_S)  # let the first frames go out before the 3D surface is built
-        if self.session.case is not None and self.session.case.id == caseId:
+        if self._isOpen(caseId):
+            t0 = time.perf_counter()
             with self.state:
                 self._guard(lambda: self.session.setSegmentDisplay(surface=True))
                 for view in self.views.threeDViews():
                     view.reset_view()
+            logger.info("3D surface of %s built in %.2f s", caseId, time.perf_counter() - t0)
 
     def onViewClick(self, ras, _view) -> None:
         label = self.state.click_label or "background"

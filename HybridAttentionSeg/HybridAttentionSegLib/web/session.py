@@ -27,7 +27,6 @@ import slicer
 
 from ..core.inference.io import read_segmentation_nrrd
 from ..mrml import outputs, rendering, transaction
-from ..mrml.correction import CorrectionLogic
 from ..mrml.logic import HybridAttentionSegLogic
 from .cases import Case, case_by_id, discover_cases
 
@@ -76,7 +75,7 @@ class ReviewSession:
         self.root = Path(root).resolve()
         self.catalog = list(catalog or [])
         self.logic = logic or HybridAttentionSegLogic(catalogFiles=self.catalog)
-        self.correction = CorrectionLogic()
+        self._correction = None
         self.cases: list[Case] = discover_cases(self.root)
         self.case: Case | None = None
         self.volume = None
@@ -89,6 +88,16 @@ class ReviewSession:
         self.clickMarkups = None
         self._caseNodeIds: set[str] = set()
         self._undoneClicks: list[tuple] = []
+
+    @property
+    def correction(self):
+        """The :class:`..mrml.correction.CorrectionLogic` (made on first use: it imports scipy, which the first
+        picture does not need)."""
+        if self._correction is None:
+            from ..mrml.correction import CorrectionLogic
+
+            self._correction = CorrectionLogic()
+        return self._correction
 
     # ------------------------------------------------------------------------------------------ cases
     def refreshCases(self) -> list[dict]:
@@ -232,6 +241,8 @@ class ReviewSession:
         if self.segmentation is None:
             message = "no case is open; open a case before clicking"
             raise ValueError(message)
+        from ..mrml.correction import CorrectionLogic
+
         temporary = self.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "click")
         try:
             CorrectionLogic.addClick(temporary, ras, label)
@@ -261,6 +272,8 @@ class ReviewSession:
             return False
         self._redisplay()
         if self._undoneClicks:
+            from ..mrml.correction import CorrectionLogic
+
             position, label = self._undoneClicks.pop()
             CorrectionLogic.addClick(self.clickMarkups, position, label)
         return True
@@ -271,7 +284,9 @@ class ReviewSession:
         self.segmentation.GetDisplayNode().Modified()
 
     def canUndo(self) -> bool:
-        return self.segmentation is not None and self.correction.canUndo(self.segmentation)
+        # no correction logic yet: no click has been made, nothing to undo (and no need to import scipy)
+        return (self.segmentation is not None and self._correction is not None
+                and self._correction.canUndo(self.segmentation))
 
     def canRedo(self) -> bool:
         return self.segmentation is not None and bool(self._undoneClicks)

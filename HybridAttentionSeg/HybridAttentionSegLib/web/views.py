@@ -97,9 +97,12 @@ class ReviewViews:
         ])
         self.layoutManager.register_layout_dict({LAYOUT_ID: quad})
         self.layoutManager.set_layout(LAYOUT_ID)
+        #: True once a browser has laid out a slice view (it reported the view's size): frames are on their way
+        self.browserSized = False
         for view in self.sliceViews():
             view.interactor().AddObserver("LeftButtonPressEvent", self._onPress, 10.0)
             view.interactor().AddObserver("LeftButtonReleaseEvent", self._onRelease, 10.0)
+            view.interactor().AddObserver("WindowResizeEvent", self._onBrowserSize)
         self._pressed = None
 
     def sliceViews(self) -> list:
@@ -132,6 +135,10 @@ class ReviewViews:
             imageFirst(view)
         for view in self.viewManager.get_views():
             view.schedule_render()
+
+    def _onBrowserSize(self, _interactor, _event) -> None:
+        # trame-slicer's RCA window invokes this when the browser reports the size of a view
+        self.browserSized = True
 
     # ------------------------------------------------------------------------------------------ clicks
     def _viewOf(self, interactor):

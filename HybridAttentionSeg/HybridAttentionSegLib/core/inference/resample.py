@@ -39,15 +39,16 @@ def spacing_grid(shape: Sequence[int], current: Sequence[float], target: Sequenc
     return tuple(sizes), tuple(steps)
 
 
-def resample_axis(t: torch.Tensor, dim: int, size: int, step: float) -> torch.Tensor:
-    """Linear samples of ``t`` along ``dim`` at old positions ``0, step, 2*step, ...`` (``size`` of them).
+def resample_axis(t: torch.Tensor, dim: int, size: int, step: float, first: int = 0) -> torch.Tensor:
+    """Linear samples of ``t`` along ``dim`` at old positions ``first * step, (first + 1) * step, ...`` (``size``
+    of them; ``first`` > 0 computes only a run of the new voxels, with the very same numbers).
 
     Positions outside ``[0, n - 1]`` take the border value (MONAI's default ``padding_mode="border"``).
     """
     n = t.shape[dim]
-    if size == n and step == 1.0:
+    if first == 0 and size == n and step == 1.0:
         return t
-    positions = np.arange(size, dtype=np.float64) * float(step)
+    positions = np.arange(first, first + size, dtype=np.float64) * float(step)
     lower = np.clip(np.floor(positions), 0, n - 1).astype(np.int64)
     weight = np.clip(positions - lower, 0.0, 1.0)
     upper = np.minimum(lower + 1, n - 1)
@@ -64,6 +65,21 @@ def resample(t: torch.Tensor, sizes: Sequence[int], steps: Sequence[float]) -> t
     """Resample the last three axes of ``t`` (any leading dims) to ``sizes`` with ``steps``."""
     offset = t.dim() - 3
     for axis in range(3):
+        t = resample_axis(t, offset + axis, int(sizes[axis]), float(steps[axis]))
+    return t
+
+
+def resample_rows(t: torch.Tensor, sizes: Sequence[int], steps: Sequence[float], start: int, stop: int
+                  ) -> torch.Tensor:
+    """``resample(t, sizes, steps)[..., start:stop, :, :]`` without computing the other rows (same numbers:
+    the axes are resampled in the same order, and along the first one each new row depends only on its own
+    position)."""
+    offset = t.dim() - 3
+    if int(sizes[0]) == t.shape[offset] and float(steps[0]) == 1.0:
+        t = t.narrow(offset, start, stop - start)
+    else:
+        t = resample_axis(t, offset, stop - start, float(steps[0]), first=start)
+    for axis in (1, 2):
         t = resample_axis(t, offset + axis, int(sizes[axis]), float(steps[axis]))
     return t
 

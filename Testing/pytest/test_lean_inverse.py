@@ -56,3 +56,24 @@ def test_slab_inverse_is_the_whole_volume_inverse(monkeypatch, affine, spacing, 
     heat = torch.rand(*shape, generator=torch.Generator().manual_seed(1)) ** 3
     whole = normalise_map(prepared.to_input_grid(heat[None])[0].numpy())
     assert np.array_equal(inverse.map_on_input_grid(prepared, heat), whole)
+
+
+@pytest.mark.parametrize("affine", [PERMUTED, LPS, np.diag([1.2, 1.0, 0.8, 1.0])], ids=["permuted", "lps", "ras"])
+@pytest.mark.parametrize("spacing", [(2.9, 2.1, 3.3), (1.0, 2.0, 2.4), None], ids=["resampled", "partly", "native"])
+def test_prepare_folds_the_flips_into_the_resampling_exactly(affine, spacing):
+    """The model-grid tensor equals the previous path: re-orient (torch flip + permute), then resample."""
+    import nibabel.orientations as nio
+    from HybridAttentionSegLib.core.inference.preprocess import orient_tensor
+    from HybridAttentionSegLib.core.inference.resample import resample, spacing_grid
+    from HybridAttentionSegLib.core.inference.volume import spacing_of
+
+    volume = _volume(affine)
+    volume = Volume(volume.data + np.random.default_rng(4).random(volume.data.shape, np.float32), volume.affine)
+    prepared = prepare(volume, "RAS", spacing, {"method": "none"})
+    ornt = nio.ornt_transform(nio.io_orientation(volume.affine), nio.axcodes2ornt(("R", "A", "S")))
+    expected = orient_tensor(torch.from_numpy(volume.data.copy()), ornt)[None]
+    if spacing is not None:
+        oriented_affine = volume.affine @ nio.inv_ornt_aff(ornt, volume.shape)
+        sizes, steps = spacing_grid(expected.shape[2:], spacing_of(oriented_affine), spacing)
+        expected = resample(expected, sizes, steps)
+    assert prepared.tensor.shape == expected.shape and torch.equal(prepared.tensor, expected)

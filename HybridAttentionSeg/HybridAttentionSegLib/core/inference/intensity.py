@@ -61,11 +61,13 @@ def foreground(x: np.ndarray) -> np.ndarray:
     copy); every comparison with a threshold is made in float64 (``np.float64`` operands), as it was.
     """
     x = np.asarray(x, dtype=np.float32)
+    if not (x.flags.c_contiguous or x.flags.f_contiguous):  # chunks() of x and of the mask must correspond
+        x = np.ascontiguousarray(x)
     scale = _scale(x)
     if scale <= 0:
         return np.zeros(x.shape, bool)
     threshold = np.float64(max(REL_FLOOR * scale, NOISE_FACTOR * _noise_sigma(x, scale)))
-    mask = np.empty(x.shape, bool)
+    mask = np.empty_like(x, dtype=bool)  # the layout of x, so that the pieces correspond
     for piece, out in zip(chunks(x), chunks(mask), strict=True):  # no input-sized |x| temporary
         np.greater(np.abs(piece), threshold, out=out)
     return mask

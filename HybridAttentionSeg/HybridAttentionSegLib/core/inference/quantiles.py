@@ -25,8 +25,10 @@ _BINS = 1 << 16
 
 
 def chunks(x: np.ndarray, size: int = CHUNK) -> Iterable[np.ndarray]:
-    """Consecutive flat pieces of ``x`` (views when ``x`` is contiguous)."""
-    flat = x.reshape(-1)
+    """Consecutive flat pieces of ``x`` in memory order (views when ``x`` is C- or Fortran-contiguous: volumes
+    read through nibabel are Fortran-ordered, and ``reshape(-1)`` would copy them). Two arrays of the same
+    shape and layout (``np.empty_like``) give corresponding pieces."""
+    flat = x.ravel(order="K")
     for start in range(0, flat.size, size):
         yield flat[start:start + size]
 

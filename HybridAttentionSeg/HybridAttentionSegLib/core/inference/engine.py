@@ -209,6 +209,7 @@ class Segmenter:
         t1 = time.perf_counter()
         logits, maps = self._infer(prepared.tensor, first_pass, None, progress, should_cancel)
         probabilities = activate(card, logits)
+        del logits  # (N, D, H, W) float32 on the model grid: not needed past the activation
         timings["inference_s"] = time.perf_counter() - t1
 
         if needs_class:
@@ -233,6 +234,7 @@ class Segmenter:
             labelmap = decide(card, back).numpy()
         else:  # class by class, on the outputs' device (inverse.py)
             labelmap = labels_on_input_grid(card, prepared, probabilities)
+        del probabilities  # everything that needs them is done: the maps below are input-sized
         timings["inverse_labels_s"] = time.perf_counter() - t3
         result_maps = {}
         body = body_mask(volume.data, card.intensity) if methods else None  # maps mean nothing outside it

@@ -64,3 +64,25 @@ def test_written_nrrd_reads_back_on_the_same_grid(tmp_path):
     back = read_volume(tmp_path / "m.nrrd")
     np.testing.assert_allclose(back.affine, affine, atol=1e-6)
     np.testing.assert_array_equal(back.data[0], data)
+
+
+def test_streamed_map_nrrd_is_the_file_pynrrd_writes(tmp_path, monkeypatch):
+    """The streamed float32 map writer (no full-size ``tobytes`` copy) gives pynrrd's header and voxels, as
+    pynrrd and ITK read them, with the map cut into several compressed pieces."""
+    import nrrd
+    from HybridAttentionSegLib.core.inference import io
+
+    monkeypatch.setattr(io, "_STREAM_VOXELS", 100)
+    array = np.random.default_rng(0).random((37, 29, 23)).astype(np.float32)
+    affine = np.array([[0, -1.6, 0, 5.0], [-1.8, 0, 0, -3.0], [0, 0, 2.4, 7.0], [0, 0, 0, 1]])
+    write_scalar_nrrd(tmp_path / "new.nrrd", array, affine)
+    header = {"encoding": "gzip", "kinds": ["domain"] * 3, **io._nrrd_geometry(affine)}
+    nrrd.write(str(tmp_path / "old.nrrd"), array, header, index_order="F", compression_level=io.GZIP_LEVEL)
+    new, new_header = nrrd.read(str(tmp_path / "new.nrrd"), index_order="F")
+    old, old_header = nrrd.read(str(tmp_path / "old.nrrd"), index_order="F")
+    assert np.array_equal(new, array) and np.array_equal(old, array)
+    assert {k: str(v) for k, v in new_header.items()} == {k: str(v) for k, v in old_header.items()}
+    new_itk, old_itk = sitk.ReadImage(str(tmp_path / "new.nrrd")), sitk.ReadImage(str(tmp_path / "old.nrrd"))
+    assert np.array_equal(sitk.GetArrayFromImage(new_itk), sitk.GetArrayFromImage(old_itk))
+    assert new_itk.GetDirection() == old_itk.GetDirection() and new_itk.GetOrigin() == old_itk.GetOrigin()
+    assert new_itk.GetSpacing() == old_itk.GetSpacing()

@@ -36,7 +36,9 @@ def body_mask(data: np.ndarray, intensity: dict, dilation: int = 0) -> np.ndarra
     if method == "zscore" and intensity.get("nonzero", False):
         from ..inference.intensity import foreground  # the foreground the z-score itself uses
 
-        mask = np.any([foreground(channel) for channel in data], axis=0)
+        mask = foreground(data[0])  # bool on the input grid; channels OR-ed in place (no stacked copy)
+        for channel in data[1:]:
+            mask |= foreground(channel)
     elif method == "window":
         mask = np.any(data > float(intensity["window"][0]), axis=0)
     else:

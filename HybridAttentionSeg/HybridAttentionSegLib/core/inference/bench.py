@@ -1,7 +1,8 @@
 """Benchmark: our pipeline vs MONAI's reference pipeline on the same synthetic volume, in one run.
 
-Reference = MONAI dictionary transforms (Orientationd, Spacingd, NormalizeIntensityd) + ``SlidingWindowInferer``
-(card ROI, sw_batch_size 4, overlap 0.5, Gaussian blending, AMP on GPU) + softmax + ``Invertd`` + argmax.
+Reference = the card's own preprocessing as MONAI dictionary transforms (``bench_reference.py``: intensity,
+Orientationd, Spacingd in the card's order) + ``SlidingWindowInferer`` (card ROI, overlap and blending,
+sw_batch_size 4, AMP on GPU) + activation + ``Invertd`` + argmax.
 Ours = :class:`~.engine.Segmenter` on its chosen path (``fast_path``: calibrated per model and machine, see
 ``fastpath.py``; its one-time calibration runs in the warm-up, outside the timing). Both use the same network:
 the card's weights when they are on this machine (bundled or downloaded), else random weights (speed does not
@@ -16,12 +17,12 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 
 from ..models.cards import ModelCard
+from .bench_reference import reference_labels
 from .engine import Segmenter, build_model, resolve_device
 from .volume import Volume
 
@@ -81,27 +82,6 @@ def synthetic_volume(shape, spacing, seed: int = 0) -> Volume:
     return Volume(data, affine, name="synthetic")
 
 
-def _reference(card: ModelCard, model, volume: Volume, device: torch.device, amp: bool) -> np.ndarray:
-    from monai.data import MetaTensor
-    from monai.inferers import SlidingWindowInferer
-    from monai.transforms import Compose, Invertd, NormalizeIntensityd, Orientationd, Spacingd
-
-    steps = [Orientationd(keys="image", axcodes=card.orientation or "RAS")]
-    if card.spacing:
-        steps.append(Spacingd(keys="image", pixdim=card.spacing, mode="bilinear"))
-    steps.append(NormalizeIntensityd(keys="image", nonzero=True))
-    pre = Compose(steps)
-    data = pre({"image": MetaTensor(torch.from_numpy(volume.data), affine=torch.from_numpy(volume.affine))})
-    inferer = SlidingWindowInferer(card.roi_size, sw_batch_size=4, overlap=0.5, mode="gaussian")
-    autocast = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
-    with torch.inference_mode(), autocast:
-        logits = inferer(data["image"][None].to(device), model)
-    data["pred"] = torch.softmax(logits[0].float(), 0).cpu()
-    data["pred"].copy_meta_from(data["image"]) if hasattr(data["pred"], "copy_meta_from") else None
-    inverted = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False)(data)
-    return inverted["pred"].argmax(0).numpy().astype(np.uint8)
-
-
 def _model(card: ModelCard, dev: torch.device):
     """The card's network with its weights if they are on this machine, else seeded random weights."""
     torch.manual_seed(0)
@@ -116,14 +96,17 @@ def _model(card: ModelCard, dev: torch.device):
 
 
 def run_bench(card: ModelCard, shape=(128, 128, 128), device: str = "auto", repeats: int = 3,
-              fast_path: str | None = None, explain: bool = False) -> dict:
-    """Time ours vs MONAI's reference (interleaved, best of ``repeats`` after a warm-up); returns a report."""
+              fast_path: str | None = None, explain: bool = False, spacing=None) -> dict:
+    """Time ours vs MONAI's reference (interleaved, best of ``repeats`` after a warm-up); returns a report.
+
+    ``spacing``: voxel size of the synthetic volume (default: the card's, so neither side resamples).
+    """
     from .fastpath import cpu_name
 
     dev = resolve_device(device)
     amp = dev.type == "cuda"
     model, weights = _model(card, dev)
-    spacing = card.spacing or (1.0, 1.0, 1.0)
+    spacing = spacing or card.spacing or (1.0, 1.0, 1.0)
     volume = synthetic_volume(shape, spacing)
     if card.in_channels > 1:
         volume = Volume(np.repeat(volume.data, card.in_channels, axis=0), volume.affine, name=volume.name)
@@ -133,7 +116,7 @@ def run_bench(card: ModelCard, shape=(128, 128, 128), device: str = "auto", repe
               "threads": torch.get_num_threads(), "roi": list(card.roi_size), "weights": weights}
     runners = {
         "ours": lambda: ours.run(volume, keep_probabilities=False).labelmap,
-        "monai_reference": lambda: _reference(card, model, volume, dev, amp),
+        "monai_reference": lambda: reference_labels(card, model, volume, dev, amp),
     }
     if explain:
         natural = card.spec.natural_method
@@ -158,6 +141,11 @@ def run_bench(card: ModelCard, shape=(128, 128, 128), device: str = "auto", repe
     same = labels["ours"].shape == labels["monai_reference"].shape
     report["label_agreement"] = (round(float((labels["ours"] == labels["monai_reference"]).mean()), 4)
                                  if same else None)
+    if same:  # the same, over the voxels either pipeline labels (background alone cannot make it high)
+        either = (labels["ours"] > 0) | (labels["monai_reference"] > 0)
+        agree = labels["ours"][either] == labels["monai_reference"][either]
+        report["label_agreement_foreground"] = round(float(agree.mean()), 4) if either.any() else None
+        report["labelled_fraction"] = round(float(either.mean()), 4)
     # the issue-14 field names (the long names above are kept for older scripts)
     report.update(precision=ours.path_choice.name if ours.path_choice else "torch-fp32",
                   reference_s=report["monai_reference_s"], speedup=report["speedup_vs_monai"],

@@ -26,6 +26,7 @@ from ..models.registry import check_method
 from . import fastpath
 from .inverse import labels_on_input_grid, map_on_input_grid
 from .preprocess import Prepared, check_volume, prepare
+from .quantiles import chunks
 from .volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ class SegmentationResult:
     def segment_stats(self) -> list[dict]:
         """Per-label voxel counts and volumes in mL."""
         voxel_ml = float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
-        counts = np.bincount(self.labelmap.ravel(), minlength=256)
+        # piece by piece: bincount casts its input to int64, 8 bytes per voxel (0.6 GB for a CT-sized labelmap)
+        counts = sum((np.bincount(piece, minlength=256) for piece in chunks(self.labelmap)), np.zeros(256, np.int64))
         return [
             {"value": label["value"], "name": label["name"], "voxels": int(counts[label["value"]]),
              "volume_ml": round(float(counts[label["value"]]) * voxel_ml, 3)}
@@ -212,6 +214,7 @@ class Segmenter:
         t1 = time.perf_counter()
         logits, maps = self._infer(prepared.tensor, first_pass, None, progress, should_cancel)
         probabilities = activate(card, logits)
+        del logits  # (N, D, H, W) float32 on the model grid: not needed past the activation
         timings["inference_s"] = time.perf_counter() - t1
 
         if needs_class:
@@ -236,6 +239,7 @@ class Segmenter:
             labelmap = decide(card, back).numpy()
         else:  # class by class, on the outputs' device (inverse.py)
             labelmap = labels_on_input_grid(card, prepared, probabilities)
+        del probabilities  # everything that needs them is done: the maps below are input-sized
         timings["inverse_labels_s"] = time.perf_counter() - t3
         result_maps = {}
         body = body_mask(volume.data, card.intensity) if methods else None  # maps mean nothing outside it

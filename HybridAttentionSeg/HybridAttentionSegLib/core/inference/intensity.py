@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .quantiles import abs_pieces, chunks, count, percentiles
+
 #: foreground: |x| > max(REL_FLOOR * scale, NOISE_FACTOR * noise sigma); REL_FLOOR is float32's resolution
 #: (2**-23): a value that small next to the image's intensities vanishes in ``x - mean`` anyway
 REL_FLOOR = 2.0**-23
@@ -43,36 +45,52 @@ _RAYLEIGH_MEDIAN = 1.1774
 LABEL_MAP_MAX_VALUES = 16
 
 
-def _scale(a: np.ndarray) -> float:
-    """Robust magnitude of ``|x|`` (99.9th percentile, else the maximum)."""
-    s = float(np.percentile(a, 99.9)) if a.size else 0.0
-    return s if s > 0 else (float(a.max()) if a.size else 0.0)
+def _scale(x: np.ndarray) -> float:
+    """Robust magnitude of ``|x|`` (99.9th percentile, else the maximum) of float32 ``x``."""
+    found = percentiles(abs_pieces(x), [99.9, 100.0])
+    if found is None:
+        return 0.0
+    return found[0] if found[0] > 0 else found[1]
 
 
 def foreground(x: np.ndarray) -> np.ndarray:
-    """Boolean foreground of one channel (or all channels) that does not depend on exact zeros."""
-    a = np.abs(x.astype(np.float64, copy=False))
-    scale = _scale(a)
+    """Boolean foreground of one channel (or all channels) that does not depend on exact zeros.
+
+    The statistics are those of the float32 values the z-score normalises, taken in float64 as before but
+    without float64 copies of the image (:mod:`.quantiles`: same numbers as ``np.percentile`` on a float64
+    copy); every comparison with a threshold is made in float64 (``np.float64`` operands), as it was.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if not (x.flags.c_contiguous or x.flags.f_contiguous):  # chunks() of x and of the mask must correspond
+        x = np.ascontiguousarray(x)
+    scale = _scale(x)
     if scale <= 0:
         return np.zeros(x.shape, bool)
-    return a > max(REL_FLOOR * scale, NOISE_FACTOR * _noise_sigma(a, scale))
+    threshold = np.float64(max(REL_FLOOR * scale, NOISE_FACTOR * _noise_sigma(x, scale)))
+    mask = np.empty_like(x, dtype=bool)  # the layout of x, so that the pieces correspond
+    for piece, out in zip(chunks(x), chunks(mask), strict=True):  # no input-sized |x| temporary
+        np.greater(np.abs(piece), threshold, out=out)
+    return mask
 
 
-def _noise_sigma(a: np.ndarray, scale: float) -> float:
+def _noise_sigma(x: np.ndarray, scale: float) -> float:
     """Sigma of the background noise in ``|x|`` (Rayleigh model), or 0 when the near-zero voxels are no noise."""
-    band = NOISE_BAND * scale
-    while np.count_nonzero(a <= band) < NOISE_MIN_SHARE * a.size and band < NOISE_BAND_MAX * scale:
-        band *= 2.0
+    band = np.float64(NOISE_BAND * scale)
+
+    def within(a):
+        return a <= band
+
+    while count(x, within) < NOISE_MIN_SHARE * x.size and band < NOISE_BAND_MAX * scale:
+        band = np.float64(band * 2.0)
     sigma = 0.0
     for _ in range(3):  # refine the band around the noise it finds
-        near = a[a <= band]
-        if near.size < NOISE_MIN_SHARE * a.size:
+        if count(x, within) < NOISE_MIN_SHARE * x.size:
             return 0.0
-        low, median, high = (float(v) for v in np.percentile(near, [10, 50, 90]))
+        low, median, high = percentiles(abs_pieces(x, keep=within), [10, 50, 90])
         if not (median > 0 and low / median <= NOISE_LOW_MAX and NOISE_HIGH[0] <= high / median <= NOISE_HIGH[1]):
             return 0.0
         sigma = median / _RAYLEIGH_MEDIAN
-        band = min(max(band, 3.0 * sigma), NOISE_BAND_MAX * scale)
+        band = np.float64(min(max(band, 3.0 * sigma), NOISE_BAND_MAX * scale))
     return sigma
 
 
@@ -82,35 +100,43 @@ def _zscore(x: np.ndarray, nonzero: bool) -> np.ndarray:
     MONAI takes ``np.mean``/``np.std`` of the float32 values. Here the values are first multiplied by a power
     of two that brings their magnitude near 1: such a scaling is exact in floating point, so the float32
     statistics and ``(x - mean) / std`` are the very numbers MONAI computes on clean data, while squares of
-    1e30-scaled intensities can no longer overflow (nor those of 1e-30-scaled ones underflow).
+    1e30-scaled intensities can no longer overflow (nor those of 1e-30-scaled ones underflow). The arithmetic
+    runs in place on the one copy of the foreground values (same operations, same order, same float32
+    results), so an input-sized image costs its output, that copy and ``np.std``'s one temporary.
     """
     x = np.asarray(x, dtype=np.float32)
-    mask = foreground(x) if nonzero else np.ones(x.shape, bool)
-    values = x[mask]
+    mask = foreground(x) if nonzero else None
+    values = x[mask] if nonzero else x.reshape(-1).copy()
     if values.size == 0:
         return np.zeros(x.shape, np.float32)
-    top = float(np.abs(values).max())
+    top = max(abs(float(values.max())), abs(float(values.min())))
     factor = np.float32(2.0 ** -np.frexp(top)[1]) if top > 0 else np.float32(1.0)
-    scaled = values * factor
-    mean = np.mean(scaled)
-    std = np.std(scaled)
+    values *= factor
+    mean = np.mean(values)
+    std = np.std(values)
     if not std > 0:  # MONAI divides by 1 where std is 0: x - mean, which is 0 on the mask
         std = factor
-    out = np.zeros(x.shape, np.float32) if nonzero else np.empty(x.shape, np.float32)
-    out[mask] = (scaled - mean) / std
+    values -= mean
+    values /= std
+    if not nonzero:
+        return values.reshape(x.shape)
+    out = np.zeros(x.shape, np.float32)
+    out[mask] = values
     return out
 
 
 def _window(data: np.ndarray, intensity: dict) -> np.ndarray:
     lo, hi = (float(v) for v in intensity["window"])
     b_min, b_max = (float(v) for v in intensity.get("range", (0.0, 1.0)))
+    out = np.subtract(data, np.float32(lo), dtype=np.float32)  # one output array, then in place (same order)
     if hi == lo:  # MONAI: warns and only subtracts a_min
-        return (data - np.float32(lo)).astype(np.float32)
-    out = (data - np.float32(lo)) / np.float32(hi - lo)
-    out = out * np.float32(b_max - b_min) + np.float32(b_min)
+        return out
+    out /= np.float32(hi - lo)
+    out *= np.float32(b_max - b_min)
+    out += np.float32(b_min)
     if intensity.get("clip", True):
-        out = np.clip(out, min(b_min, b_max), max(b_min, b_max))
-    return out.astype(np.float32)
+        np.clip(out, min(b_min, b_max), max(b_min, b_max), out=out)
+    return out
 
 
 def _percentile(x: np.ndarray, percentiles) -> np.ndarray:
@@ -125,21 +151,27 @@ def normalise_intensity(data: np.ndarray, intensity: dict) -> tuple[np.ndarray, 
     """Apply the card's intensity normalisation to (C, I, J, K) data -> (float32 data, is_constant)."""
     data = np.asarray(data, dtype=np.float32)
     flat = data.reshape(len(data), -1)
-    constant = bool(np.all(flat == flat[:, :1]))
+    constant = bool(np.all(flat.min(axis=1) == flat.max(axis=1)))  # no input-sized comparison array
     method = intensity.get("method", "none")
     if method == "window":
         return _window(data, intensity), constant
-    out = data.copy()
     if method == "percentile":
-        for c in range(len(data)):
-            out[c] = _percentile(data[c], intensity.get("percentiles", (0.5, 99.5)))
+        def per_channel(channel):
+            return _percentile(channel, intensity.get("percentiles", (0.5, 99.5)))
     elif method == "zscore":
         nonzero = bool(intensity.get("nonzero", False))
-        if intensity.get("channel_wise", True):
-            for c in range(len(data)):
-                out[c] = _zscore(data[c], nonzero)
-        else:
-            out = _zscore(data, nonzero)
+        if not intensity.get("channel_wise", True):
+            return _zscore(data, nonzero), constant
+
+        def per_channel(channel):
+            return _zscore(channel, nonzero)
+    else:
+        return data.copy(), constant
+    if len(data) == 1:
+        return per_channel(data[0])[None], constant
+    out = np.empty_like(data)  # several channels: one at a time into the output
+    for c in range(len(data)):
+        out[c] = per_channel(data[c])
     return out, constant
 
 

@@ -3,9 +3,10 @@
 :meth:`~.preprocess.Prepared.to_input_grid` resizes all N probability channels at once and re-orients them in
 numpy: N float32 copies of the input size, twice (3 classes at 512x512x300: 0.9 GB each), although most runs
 only need the labels. Here the labels are decided **one class at a time** (running maximum for softmax,
-threshold painting for sigmoid cards), so at most two input-sized float32 arrays exist at once, and the
-orientation inverse is applied with torch views on the uint8 labels. Everything stays on the tensor's device
-until the final copy to the CPU (GPU-resident on CUDA).
+threshold painting for sigmoid cards) and **one slab of rows at a time** (``resample_rows``: the same numbers
+as resizing the whole volume), written through an oriented view straight into the input-grid array: the only
+input-sized array is the result (uint8 labels, or the float32 map; on a GPU plus one re-oriented copy).
+Everything stays on the tensor's device until the final copy to the CPU (GPU-resident on CUDA).
 
 The labels are the ones ``decide(card, prepared.to_input_grid(probabilities))`` gives: the resize is per channel
 either way, and the running maximum with a strict ``>`` keeps the first maximal channel like ``argmax``.
@@ -17,6 +18,56 @@ import numpy as np
 import torch
 
 from .preprocess import Prepared, _invert_ornt, orient_tensor
+from .quantiles import abs_pieces, chunks, percentiles
+from .resample import inverse_steps, resample_rows
+
+#: elements of one slab of the inverse (oriented input rows at a time): bounds its temporaries (16 MiB float32)
+SLAB_ELEMENTS = 1 << 22
+
+
+def _slabs(shape) -> list[tuple[int, int]]:
+    """Runs of rows along the first oriented axis, each about ``SLAB_ELEMENTS`` voxels."""
+    rows = max(1, SLAB_ELEMENTS // max(1, int(shape[1]) * int(shape[2])))
+    return [(start, min(start + rows, int(shape[0]))) for start in range(0, int(shape[0]), rows)]
+
+
+def _rows(prepared: Prepared, full: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` of ``prepared.to_oriented(full[None])[0]`` for an uncropped model-grid channel."""
+    if tuple(full.shape) == tuple(prepared.oriented_shape) and prepared.steps == (1.0, 1.0, 1.0):
+        return full[start:stop]
+    return resample_rows(full[None], prepared.oriented_shape, inverse_steps(prepared.steps), start, stop)[0]
+
+
+class _InputGrid:
+    """The (I, J, K) result on the input grid, written in the oriented frame one slab at a time.
+
+    On the CPU the result is a numpy array and the slabs go through its oriented *view* (numpy flips and
+    transposes are views; torch's ``flip`` copies), so no oriented copy is made. On a GPU the result is built in
+    the oriented frame and re-oriented at the end (one copy, on the device).
+    """
+
+    def __init__(self, prepared: Prepared, dtype: torch.dtype, device: torch.device):
+        self.prepared, self.device = prepared, device
+        if device.type == "cpu":
+            self.array = np.empty(prepared.input_shape, dtype=torch.empty((), dtype=dtype).numpy().dtype)
+            view = self.array
+            flips = [axis for axis, flip in enumerate(prepared.ornt[:, 1]) if flip == -1]
+            if flips:
+                view = np.flip(view, flips)
+            self.oriented = view.transpose([int(a) for a in np.argsort(prepared.ornt[:, 0])])
+        else:
+            self.oriented = torch.empty(prepared.oriented_shape, dtype=dtype, device=device)
+
+    def __setitem__(self, rows: slice, slab: torch.Tensor) -> None:
+        if isinstance(self.oriented, np.ndarray):
+            self.oriented[rows] = slab.numpy()
+        else:
+            self.oriented[rows] = slab
+
+    def result(self) -> np.ndarray:
+        if isinstance(self.oriented, np.ndarray):
+            return self.array
+        return unorient(self.prepared, self.oriented).contiguous().cpu().numpy()
 
 
 def resize(prepared: Prepared, t: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
@@ -31,36 +82,36 @@ def unorient(prepared: Prepared, t: torch.Tensor) -> torch.Tensor:
 
 
 def labels_on_input_grid(card, prepared: Prepared, probabilities: torch.Tensor) -> np.ndarray:
-    """(N, D, H, W) model-grid probabilities -> (I, J, K) uint8 labels on the input grid, class by class."""
-    if card.activation == "sigmoid":
-        labels = None
-        for region in card.output_regions:
-            up = resize(prepared, probabilities[region["channel"]])
-            if labels is None:
-                labels = torch.zeros(up.shape, dtype=torch.uint8, device=up.device)
-            labels[up > card.output_threshold] = int(region["label"])
-            del up
-        if labels is None:
-            labels = torch.zeros(prepared.oriented_shape, dtype=torch.uint8, device=probabilities.device)
-    else:
-        best = resize(prepared, probabilities[0]).clone()
-        labels = torch.zeros(best.shape, dtype=torch.uint8, device=best.device)
-        for channel in range(1, probabilities.shape[0]):
-            up = resize(prepared, probabilities[channel])
-            better = up > best
-            labels[better] = channel
-            torch.where(better, up, best, out=best)
-            del up, better
-        del best
-    return unorient(prepared, labels).contiguous().cpu().numpy()
+    """(N, D, H, W) model-grid probabilities -> (I, J, K) uint8 labels on the input grid, class by class and
+    slab by slab (module docstring)."""
+    full = prepared.uncrop(probabilities.float())  # 0 outside a crop, as to_oriented
+    labels = _InputGrid(prepared, torch.uint8, full.device)
+    for start, stop in _slabs(prepared.oriented_shape):
+        if card.activation == "sigmoid":
+            slab = torch.zeros((stop - start, *prepared.oriented_shape[1:]), dtype=torch.uint8, device=full.device)
+            for region in card.output_regions:
+                slab[_rows(prepared, full[region["channel"]], start, stop) > card.output_threshold] = int(
+                    region["label"])
+        else:
+            best = _rows(prepared, full[0], start, stop).clone()
+            slab = torch.zeros(best.shape, dtype=torch.uint8, device=best.device)
+            for channel in range(1, full.shape[0]):
+                up = _rows(prepared, full[channel], start, stop)
+                better = up > best
+                slab[better] = channel
+                torch.where(better, up, best, out=best)
+        labels[start:stop] = slab
+    return labels.result()
 
 
 def map_on_input_grid(prepared: Prepared, t: torch.Tensor) -> np.ndarray:
-    """One (D, H, W) model-grid map -> float32 (I, J, K) on the input grid, normalised to [0, 1] in place."""
-    up = resize(prepared, t)
-    array = unorient(prepared, up).contiguous().cpu().numpy()
-    del up
-    return normalise_map_inplace(array)
+    """One (D, H, W) model-grid map -> float32 (I, J, K) on the input grid, normalised to [0, 1] in place; built
+    slab by slab straight into the input-grid array (no oriented copy)."""
+    full = prepared.uncrop(t[None].float())[0]
+    out = _InputGrid(prepared, torch.float32, full.device)
+    for start, stop in _slabs(prepared.oriented_shape):
+        out[start:stop] = _rows(prepared, full, start, stop)
+    return normalise_map_inplace(out.result())
 
 
 def normalise_map_inplace(volume: np.ndarray) -> np.ndarray:
@@ -68,12 +119,16 @@ def normalise_map_inplace(volume: np.ndarray) -> np.ndarray:
 
     ``volume`` must be a float32 array the caller owns; it is overwritten and returned.
     """
-    np.nan_to_num(volume, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    if volume.flags.c_contiguous or volume.flags.f_contiguous:  # chunks are views: in place piece by piece
+        for piece in chunks(volume):  # (on the whole map, nan_to_num's masks cost 1.2x the map)
+            np.nan_to_num(piece, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    else:
+        np.nan_to_num(volume, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     volume -= float(volume.min()) if volume.size else 0.0
     np.maximum(volume, 0.0, out=volume)
-    top = float(np.percentile(volume, 99.9)) if volume.size else 0.0
-    if top <= 0:
-        top = float(volume.max()) if volume.size else 0.0
+    # the values are >= 0 here: |v| = v, and np.percentile's copy of the map is not needed (quantiles.py)
+    found = percentiles(abs_pieces(volume), [99.9, 100.0]) if volume.size else None
+    top = 0.0 if found is None else (found[0] if found[0] > 0 else found[1])
     if top <= 0:
         volume[...] = 0.0
         return volume

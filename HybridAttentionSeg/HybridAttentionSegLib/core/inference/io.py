@@ -191,8 +191,43 @@ def write_scalar_nrrd(path, array: np.ndarray, affine: np.ndarray) -> Path:
     else:
         header["kinds"] = ["domain", "domain", "domain"]
     with atomic_path(path) as tmp:
-        nrrd.write(str(tmp), np.ascontiguousarray(array), header, index_order="F", compression_level=GZIP_LEVEL)
+        if array.ndim == 3 and array.dtype == np.dtype("<f4"):
+            _write_float_nrrd_streamed(tmp, array, header)
+        else:
+            nrrd.write(str(tmp), np.ascontiguousarray(array), header, index_order="F", compression_level=GZIP_LEVEL)
     return Path(path)
+
+
+#: voxels per compressed piece of a streamed NRRD (16 MiB of float32)
+_STREAM_VOXELS = 1 << 22
+
+
+def _write_float_nrrd_streamed(path: Path, array: np.ndarray, header: dict) -> None:
+    """The gzip NRRD ``nrrd.write(..., index_order="F")`` writes for an (I, J, K) float32 map, streamed.
+
+    pynrrd serialises the whole array (``tobytes``: a full copy, 0.3 GB for a CT-sized map) before
+    compressing it; here the same bytes (Fortran order: I fastest, then J, then K) are compressed a few K
+    slices at a time into one gzip stream. The header fields and their formatting are pynrrd's own
+    (``nrrd.format_*``), so readers (pynrrd, ITK/Slicer) see the file ``nrrd.write`` would make.
+    """
+    import zlib
+
+    import nrrd
+
+    lines = ["NRRD0005", "# Complete NRRD file format specification at:",
+             "# http://teem.sourceforge.net/nrrd/format.html", "type: float", "dimension: 3",
+             f"space: {header['space']}", f"sizes: {nrrd.format_number_list(np.array(array.shape))}",
+             f"space directions: {nrrd.format_optional_matrix(header['space directions'])}",
+             f"kinds: {' '.join(header['kinds'])}", "endian: little", "encoding: gzip",
+             f"space origin: {nrrd.format_vector(header['space origin'])}"]
+    slices = max(1, _STREAM_VOXELS // max(1, array.shape[0] * array.shape[1]))
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    with open(path, "wb") as fh:
+        fh.write(("\n".join(lines) + "\n\n").encode("ascii"))
+        for k in range(0, array.shape[2], slices):
+            piece = np.ascontiguousarray(array[:, :, k:k + slices].transpose(2, 1, 0))
+            fh.write(compressor.compress(piece.tobytes()))
+        fh.write(compressor.flush())
 
 
 def terminology_entry(label: dict) -> str:

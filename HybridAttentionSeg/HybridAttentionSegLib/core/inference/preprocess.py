@@ -99,9 +99,10 @@ def _apply_ornt(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
 
 
 def orient_tensor(t: torch.Tensor, ornt: np.ndarray) -> torch.Tensor:
-    """``nibabel.orientations.apply_orientation`` on the last three axes of a tensor, as torch views (any device).
+    """``nibabel.orientations.apply_orientation`` on the last three axes of a tensor (any device).
 
-    Flips and a permutation only: no copy (the numpy version stacks a copy per channel), and it runs on the GPU.
+    Flips and a permutation only. The permutation is a view; ``torch.flip`` copies the tensor (torch has no
+    negative strides), so ``prepare`` folds the flips into its resampling instead.
     """
     offset = t.dim() - 3
     flips = [offset + axis for axis, flip in enumerate(ornt[:, 1]) if flip == -1]
@@ -167,17 +168,20 @@ def prepare(volume: Volume, orientation: str | None, spacing, intensity: dict, *
         ornt = nio.ornt_transform(nio.io_orientation(volume.affine), nio.axcodes2ornt(tuple(orientation)))
     else:
         ornt = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
-    # torch views (no full-size copies; on ``device``), same voxels as nibabel's apply_orientation
-    tensor = orient_tensor(torch.from_numpy(np.asarray(data, dtype=np.float32)).to(device or "cpu"), ornt)[None]
+    # same voxels as nibabel's apply_orientation: the permutation is a torch view; the flips (torch.flip copies
+    # the whole volume) are folded into the resampling's indices, or applied at the end of an axis left alone
+    perm = [int(a) for a in np.argsort(ornt[:, 0])]
+    flips = [axis for axis in range(3) if ornt[perm[axis], 1] == -1]
+    base = torch.from_numpy(np.asarray(data, dtype=np.float32)).to(device or "cpu")
+    tensor = base.permute([0] + [1 + a for a in perm])[None]
     affine = volume.affine @ nio.inv_ornt_aff(ornt, volume.shape)
     oriented_shape = tuple(int(s) for s in tensor.shape[2:])
-    steps = (1.0, 1.0, 1.0)
+    sizes, steps = oriented_shape, (1.0, 1.0, 1.0)
     if spacing is not None:
         sizes, steps = spacing_grid(oriented_shape, spacing_of(affine), spacing)
-        if steps != (1.0, 1.0, 1.0):
-            tensor = resample(tensor, sizes, steps)
-            # new voxel n sits at old index n * step: the first voxel centre is kept (MONAI Spacingd)
-            affine = affine @ np.diag([*steps, 1.0])
+        # new voxel n sits at old index n * step: the first voxel centre is kept (MONAI Spacingd)
+        affine = affine @ np.diag([*steps, 1.0])
+    tensor = resample(tensor, sizes, steps, flips)
     if order == "resample-first":
         array, constant = normalise_intensity(tensor[0].cpu().numpy(), intensity)
         tensor = torch.from_numpy(array)[None].to(device or "cpu")

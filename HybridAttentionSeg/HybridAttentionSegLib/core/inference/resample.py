@@ -39,18 +39,23 @@ def spacing_grid(shape: Sequence[int], current: Sequence[float], target: Sequenc
     return tuple(sizes), tuple(steps)
 
 
-def resample_axis(t: torch.Tensor, dim: int, size: int, step: float) -> torch.Tensor:
-    """Linear samples of ``t`` along ``dim`` at old positions ``0, step, 2*step, ...`` (``size`` of them).
+def resample_axis(t: torch.Tensor, dim: int, size: int, step: float, first: int = 0,
+                  flip: bool = False) -> torch.Tensor:
+    """Linear samples of ``t`` along ``dim`` at old positions ``first * step, (first + 1) * step, ...`` (``size``
+    of them; ``first`` > 0 computes only a run of the new voxels, with the very same numbers).
 
     Positions outside ``[0, n - 1]`` take the border value (MONAI's default ``padding_mode="border"``).
+    ``flip``: sample ``t.flip(dim)`` instead, without its copy (old index i is read at ``n - 1 - i``).
     """
     n = t.shape[dim]
-    if size == n and step == 1.0:
-        return t
-    positions = np.arange(size, dtype=np.float64) * float(step)
+    if first == 0 and size == n and step == 1.0:
+        return t.flip(dim) if flip else t
+    positions = np.arange(first, first + size, dtype=np.float64) * float(step)
     lower = np.clip(np.floor(positions), 0, n - 1).astype(np.int64)
     weight = np.clip(positions - lower, 0.0, 1.0)
     upper = np.minimum(lower + 1, n - 1)
+    if flip:
+        lower, upper = n - 1 - lower, n - 1 - upper
     shape = [1] * t.dim()
     shape[dim] = size
     w = torch.from_numpy(weight.astype(np.float32)).to(t.device).reshape(shape)
@@ -60,10 +65,29 @@ def resample_axis(t: torch.Tensor, dim: int, size: int, step: float) -> torch.Te
     return lo.mul_(1.0 - w).add_(hi.mul_(w))
 
 
-def resample(t: torch.Tensor, sizes: Sequence[int], steps: Sequence[float]) -> torch.Tensor:
-    """Resample the last three axes of ``t`` (any leading dims) to ``sizes`` with ``steps``."""
+def resample(t: torch.Tensor, sizes: Sequence[int], steps: Sequence[float], flips: Sequence[int] = ()
+             ) -> torch.Tensor:
+    """Resample the last three axes of ``t`` (any leading dims) to ``sizes`` with ``steps``; the spatial axes
+    in ``flips`` (0-2) are read flipped (as ``t.flip``, without its input-sized copy)."""
     offset = t.dim() - 3
+    if tuple(int(s) for s in sizes) == tuple(t.shape[offset:]) and all(float(s) == 1.0 for s in steps):
+        return t.flip([offset + axis for axis in flips]) if flips else t  # nothing to resample: one flip copy
     for axis in range(3):
+        t = resample_axis(t, offset + axis, int(sizes[axis]), float(steps[axis]), flip=axis in flips)
+    return t
+
+
+def resample_rows(t: torch.Tensor, sizes: Sequence[int], steps: Sequence[float], start: int, stop: int
+                  ) -> torch.Tensor:
+    """``resample(t, sizes, steps)[..., start:stop, :, :]`` without computing the other rows (same numbers:
+    the axes are resampled in the same order, and along the first one each new row depends only on its own
+    position)."""
+    offset = t.dim() - 3
+    if int(sizes[0]) == t.shape[offset] and float(steps[0]) == 1.0:
+        t = t.narrow(offset, start, stop - start)
+    else:
+        t = resample_axis(t, offset, stop - start, float(steps[0]), first=start)
+    for axis in (1, 2):
         t = resample_axis(t, offset + axis, int(sizes[axis]), float(steps[axis]))
     return t
 

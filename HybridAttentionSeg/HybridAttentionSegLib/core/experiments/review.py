@@ -132,7 +132,7 @@ def _quick_note(options: ReviewOptions, settings) -> str | None:
     if not options.quick:
         return None
     cases = options.demo_cases or QUICK_DEMO_CASES
-    data = (f"synthetic subjects block-averaged to 4 mm voxels (about 49 × 58 × 47), {cases[0]} training / "
+    data = (f"synthetic subjects block-averaged to 4 mm voxels, {cases[0]} training / "
             f"{cases[1]} validation / {cases[2]} test subjects, " if options.data == "demo" else "")
     return (f"{data}networks at quick size (CNN channels {list(settings.channels)}, SegResNet "
             f"{settings.segresnet_filters} initial filters), window {list(settings.patch)}, {settings.steps} steps of "

@@ -99,7 +99,8 @@ def _zscore(x: np.ndarray, nonzero: bool) -> np.ndarray:
 
     MONAI takes ``np.mean``/``np.std`` of the float32 values. Here the values are first multiplied by a power
     of two that brings their magnitude near 1: such a scaling is exact in floating point, so the float32
-    statistics and ``(x - mean) / std`` are the very numbers MONAI computes on clean data, while squares of
+    statistics and ``(x - mean) / std`` are MONAI's on clean data up to float32 rounding (about 1e-5: MONAI 1.6
+    computes them in torch, this in numpy), while squares of
     1e30-scaled intensities can no longer overflow (nor those of 1e-30-scaled ones underflow). The arithmetic
     runs in place on the one copy of the foreground values (same operations, same order, same float32
     results), so an input-sized image costs its output, that copy and ``np.std``'s one temporary.

@@ -66,6 +66,7 @@ def cpu_flags() -> set[str]:
 
 
 def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``'s model name, else what ``platform`` knows); the one reader of it."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
             for line in info:

@@ -102,15 +102,9 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        model = platform.processor()
-    return f"cpu ({model or platform.machine()}, {torch.get_num_threads()} threads)"
+    from ..inference.fastpath import cpu_name
+
+    return f"cpu ({cpu_name()}, {torch.get_num_threads()} threads)"
 
 
 @contextmanager

@@ -9,7 +9,6 @@ randomisation), :mod:`.runner` (one run), :mod:`.report` (JSON, markdown, plots)
 from __future__ import annotations
 
 import datetime
-import platform
 import time
 
 import torch
@@ -20,16 +19,9 @@ from .runner import Evaluation, explanation_methods
 
 
 def _device() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"cpu ({name}, {torch.get_num_threads()} threads)"
+    from ...inference.fastpath import cpu_name
+
+    return f"cpu ({cpu_name()}, {torch.get_num_threads()} threads)"
 
 
 def evaluate_card(card, volume=None, methods=None, classes=None, protocol: Protocol = FULL, model=None,

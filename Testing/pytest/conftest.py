@@ -133,3 +133,18 @@ def private_tmp(tmp_path, monkeypatch):
     folder.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
     return folder
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray with this machine's two cores, for one test module; its address for children that join it.
+
+    Shut down in teardown. Ray is pinned in the lock: a required part of the suite, never skipped.
+    """
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()

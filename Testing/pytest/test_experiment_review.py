@@ -18,22 +18,11 @@ import signal
 import time
 
 import pytest
-import ray  # pinned in the lock: a required part of the suite, never skipped
 from cli_process import Running, cli_env, everything_in
 from HybridAttentionSegLib.cli import main
 from msd_data import write_msd
 
 REQUIRED = ["variant", "seed", "dice_mean", "hd95_mean", "params", "gflops", "train_s", "latency_s", "peak_mem_mb"]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """A local Ray with this machine's two cores; its address for children that join it."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
 
 
 def _csv(path):

@@ -23,20 +23,9 @@ import nibabel as nib
 import nrrd
 import numpy as np
 import pytest
-import ray  # pinned in the lock: a required part of the suite, never skipped
 from cli_process import Running, cli_env, everything_in, one_error_line
 from HybridAttentionSegLib.cli import main
 from HybridAttentionSegLib.core.outputs import PARTIAL_SUFFIX
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """A local Ray with this machine's two cores; its address for children that join it."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
 
 
 def _nifti(path: Path, shape, spacing: float, seed: int) -> Path:

@@ -27,6 +27,50 @@ from ..inference.preprocess import normalise_intensity
 from . import mni
 
 
+def jittered_corner(rng: np.random.Generator, centre, patch, shape) -> tuple[int, ...]:
+    """Corner of a ``patch`` centred on ``centre`` with a uniform jitter of up to a quarter patch per axis,
+    clipped into ``shape``; one ``rng.integers`` draw per axis, in axis order (shared by every patch sampler so
+    that they all draw in the same order)."""
+    corner = []
+    for c, p, limit in zip(centre, patch, shape, strict=True):
+        jitter = int(rng.integers(-p // 4, p // 4 + 1))
+        corner.append(int(np.clip(c - p // 2 + jitter, 0, limit - p)))
+    return tuple(corner)
+
+
+def flipped_patches(rng: np.random.Generator, image: np.ndarray, labels: np.ndarray, patch, size: int,
+                    draw_corner, augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``size`` patches of one volume, each flipped along each axis with p 0.5 when ``augment``.
+
+    Per patch, ``draw_corner()`` draws first and then one ``rng.uniform()`` per axis, so a seed gives the same
+    patches whatever sampler calls this.
+
+    Args:
+        rng: the caller's generator (the flips).
+        image: (C, I, J, K) intensities.
+        labels: (I, J, K) integer labels.
+        patch: patch size (I, J, K).
+        size: number of patches.
+        draw_corner: returns the next patch's corner (drawing from the same ``rng``).
+        augment: flip.
+
+    Returns:
+        image (B, C, *patch) float32 and label (B, 1, *patch) int64.
+    """
+    images, targets = [], []
+    for _ in range(size):
+        i, j, k = draw_corner()
+        window = (slice(i, i + patch[0]), slice(j, j + patch[1]), slice(k, k + patch[2]))
+        x, y = image[(slice(None), *window)], labels[window][None]
+        if augment:
+            for axis in (1, 2, 3):
+                if rng.uniform() < 0.5:
+                    x, y = np.flip(x, axis), np.flip(y, axis)
+        images.append(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        targets.append(torch.from_numpy(np.ascontiguousarray(y).astype(np.int64)))
+    return torch.stack(images), torch.stack(targets)
+
+
 class TissueBatches:
     """Draws (image, label) training batches from the template outside the held-out slab.
 
@@ -104,11 +148,7 @@ class TissueBatches:
     def _corner(self) -> tuple[int, int, int]:
         pool = self.centres[int(self.rng.integers(len(self.centres)))]
         centre = pool[int(self.rng.integers(len(pool)))]
-        corner = []
-        for c, p, limit in zip(centre, self.patch, self.limit, strict=True):
-            jitter = int(self.rng.integers(-p // 4, p // 4 + 1))
-            corner.append(int(np.clip(c - p // 2 + jitter, 0, limit - p)))
-        return tuple(corner)
+        return jittered_corner(self.rng, centre, self.patch, self.limit)
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``size`` patches: image (B, 1, *patch) float32 and label (B, 1, *patch) int64."""
@@ -163,11 +203,7 @@ class SyntheticBatches:
     def _corner(self, pools) -> tuple[int, int, int]:
         pool = pools[int(self.rng.integers(len(pools)))]
         centre = np.unravel_index(pool[int(self.rng.integers(len(pool)))], self.shape)
-        corner = []
-        for c, p, limit in zip(centre, self.patch, self.shape, strict=True):
-            jitter = int(self.rng.integers(-p // 4, p // 4 + 1))
-            corner.append(int(np.clip(c - p // 2 + jitter, 0, limit - p)))
-        return tuple(corner)
+        return jittered_corner(self.rng, centre, self.patch, self.shape)
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``size`` patches of one new subject: image (B, 1, *patch) float32 and label (B, 1, *patch) int64."""
@@ -177,15 +213,4 @@ class SyntheticBatches:
         flat = labels.ravel()
         pools = [np.flatnonzero(flat == mni.GREY_MATTER), np.flatnonzero(flat == mni.WHITE_MATTER),
                  np.flatnonzero(flat)]
-        images, targets = [], []
-        for _ in range(size):
-            i, j, k = self._corner(pools)
-            window = (slice(i, i + self.patch[0]), slice(j, j + self.patch[1]), slice(k, k + self.patch[2]))
-            x, y = volume[(slice(None), *window)], labels[window][None]
-            if self.augment:
-                for axis in (1, 2, 3):
-                    if self.rng.uniform() < 0.5:
-                        x, y = np.flip(x, axis), np.flip(y, axis)
-            images.append(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-            targets.append(torch.from_numpy(np.ascontiguousarray(y).astype(np.int64)))
-        return torch.stack(images), torch.stack(targets)
+        return flipped_patches(self.rng, volume, labels, self.patch, size, lambda: self._corner(pools), self.augment)

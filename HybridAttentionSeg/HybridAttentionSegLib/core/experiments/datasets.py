@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..data.sampling import flipped_patches, jittered_corner
+
 #: the intensity rule of the demo models (z-score over non-zero voxels), applied to every case
 INTENSITY = {"method": "zscore", "nonzero": True}
 
@@ -148,25 +150,11 @@ class CaseBatches:
         size = int(np.prod(shape)) if pool is None else len(pool)
         drawn = int(self.rng.integers(size))
         centre = np.unravel_index(drawn if pool is None else int(pool[drawn]), shape)
-        corner = []
-        for c, p, limit in zip(centre, self.patch, shape, strict=True):
-            jitter = int(self.rng.integers(-p // 4, p // 4 + 1))
-            corner.append(int(np.clip(c - p // 2 + jitter, 0, limit - p)))
-        return tuple(corner)
+        return jittered_corner(self.rng, centre, self.patch, shape)
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``size`` patches of one case: image (B, C, *patch) float32 and label (B, 1, *patch) int64."""
         index = int(self.rng.integers(len(self.cases)))
         image, labels = self.cases[index]
-        images, targets = [], []
-        for _ in range(size):
-            i, j, k = self._corner(self.pools[index], labels.shape)
-            window = (slice(i, i + self.patch[0]), slice(j, j + self.patch[1]), slice(k, k + self.patch[2]))
-            x, y = image[(slice(None), *window)], labels[window][None]
-            if self.augment:
-                for axis in (1, 2, 3):
-                    if self.rng.uniform() < 0.5:
-                        x, y = np.flip(x, axis), np.flip(y, axis)
-            images.append(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-            targets.append(torch.from_numpy(np.ascontiguousarray(y).astype(np.int64)))
-        return torch.stack(images), torch.stack(targets)
+        return flipped_patches(self.rng, image, labels, self.patch, size,
+                               lambda: self._corner(self.pools[index], labels.shape), self.augment)

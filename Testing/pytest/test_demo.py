@@ -22,7 +22,7 @@ from HybridAttentionSegLib.core.inference.io import affine_from_nrrd_header  # n
 from HybridAttentionSegLib.core.models.cards import get_card  # noqa: E402
 from HybridAttentionSegLib.core.models.offers import WITHHELD, natural_method, offered_methods, offers  # noqa: E402
 from HybridAttentionSegLib.core.models.registry import get_architecture  # noqa: E402
-from HybridAttentionSegLib.mrml import demo, rendering  # noqa: E402
+from HybridAttentionSegLib.mrml import demo, demo_pictures, rendering  # noqa: E402
 from PIL import Image  # noqa: E402
 
 SIZE = 256
@@ -69,7 +69,7 @@ def _plain_render(headless_app, t1_path, orientation: str, size: int) -> np.ndar
     try:
         view.setLayers(background=background)
         view.fitToBackground()
-        view.jumpToRAS(demo.FOCUS_RAS)
+        view.jumpToRAS(demo_pictures.FOCUS_RAS)
         return view.capture()
     finally:
         view.close()
@@ -77,7 +77,7 @@ def _plain_render(headless_app, t1_path, orientation: str, size: int) -> np.ndar
 
 def _slice_through_focus(array: np.ndarray, affine: np.ndarray, orientation: str) -> np.ndarray:
     """The voxel plane of ``array`` (I, J, K) through the demo's focus point, for an axis-aligned RAS grid."""
-    ijk = np.rint(np.linalg.solve(affine, [*demo.FOCUS_RAS, 1.0])[:3]).astype(int)
+    ijk = np.rint(np.linalg.solve(affine, [*demo_pictures.FOCUS_RAS, 1.0])[:3]).astype(int)
     axis = {"Sagittal": 0, "Coronal": 1, "Axial": 2}[orientation]
     return np.take(array, ijk[axis], axis=axis)
 
@@ -90,8 +90,8 @@ def _check_demo_output(out, headless_app, size: int, expected_models: list[str] 
     if expected_models is not None:
         assert models == expected_models
     t1_path = out / "MNI152_T1_2mm.nrrd"
-    plain = {o: _plain_render(headless_app, t1_path, o, size) for o in demo.ORIENTATIONS}
-    brain = {o: plain[o].astype(int).mean(axis=2) > 40 for o in demo.ORIENTATIONS}
+    plain = {o: _plain_render(headless_app, t1_path, o, size) for o in demo_pictures.ORIENTATIONS}
+    brain = {o: plain[o].astype(int).mean(axis=2) > 40 for o in demo_pictures.ORIENTATIONS}
     shown = 0
     for entry in summary["models"]:
         # the first map the card ships (its architecture's own map unless withheld as not faithful), then
@@ -118,12 +118,12 @@ def _check_demo_output(out, headless_app, size: int, expected_models: list[str] 
             assert all(0.0 <= d <= 1.0 for d in entry["dice"].values())
 
         labelmap, _ = nrrd.read(str(out / f"{stem}.seg.nrrd"), index_order="F")
-        for orientation in demo.ORIENTATIONS:
+        for orientation in demo_pictures.ORIENTATIONS:
             o = orientation.lower()
             layers = {"segmentation": labelmap > 0}
             for method in entry["methods"]:
                 heat, _ = nrrd.read(str(out / f"{stem}.attention-{method}.nrrd"), index_order="F")
-                layers[method] = heat >= demo.HEAT_THRESHOLD
+                layers[method] = heat >= demo_pictures.HEAT_THRESHOLD
             seg_visible = _slice_through_focus(layers["segmentation"], template.affine, orientation).sum()
             for layer, present in layers.items():
                 picture = np.asarray(Image.open(out / f"{stem}.{layer}.{o}.png").convert("RGB"))
@@ -176,7 +176,7 @@ def test_demo_bundled_models(tmp_path, headless_app, monkeypatch):
         pytest.fail(f"no bundled models: {err}")
     out = tmp_path / "demo-output"
     assert main(["demo", "--out", str(out)]) == 0
-    _check_demo_output(out, headless_app, demo.VIEW_SIZE, bundled)
+    _check_demo_output(out, headless_app, demo_pictures.VIEW_SIZE, bundled)
     summary = json.loads((out / "demo-summary.json").read_text())
     for entry in summary["models"]:  # the trained tissue models segment the template well
         assert entry["dice"] is not None and min(entry["dice"].values()) > 0.5, entry

@@ -28,7 +28,8 @@ def _modules_after(imports: list[str]) -> set[str]:
 def test_the_slicer_side_never_loads_torch():
     loaded = _modules_after(["HybridAttentionSegLib.mrml.logic", "HybridAttentionSegLib.mrml.transaction",
                              "HybridAttentionSegLib.mrml.rendering", "HybridAttentionSegLib.mrml.demo",
-                             "HybridAttentionSegLib.mrml.demo_render", "HybridAttentionSegLib.mrml.headless"])
+                             "HybridAttentionSegLib.mrml.demo_render", "HybridAttentionSegLib.mrml.demo_pictures",
+                             "HybridAttentionSegLib.mrml.headless"])
     assert "vtkmodules" in loaded or "vtk" in loaded  # the check is meaningful: VTK is loaded here
     assert not loaded & {"torch", "triton", "monai"}, sorted(loaded & {"torch", "triton", "monai"})
 

@@ -12,7 +12,8 @@ Flat in the output folder:
 * ``montage.png``: rows = models, columns = segmentation and attention methods (axial views);
 * ``demo-summary.json``: the summary table.
 
-The segmentation half (:func:`segment_models`) needs only the core; :func:`render_models` needs slicer-core.
+The segmentation half (:func:`segment_models`) needs only the core. The pictures are drawn with slicer-core by a
+child process (:mod:`.demo_pictures`, driven by :mod:`.demo_render`) while the next model segments.
 """
 
 from __future__ import annotations
@@ -26,24 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .demo_pictures import VIEW_SIZE
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUT = "demo-output"
 GENERIC_METHODS = ("grad-cam", "uncertainty")
-ORIENTATIONS = ("Axial", "Sagittal", "Coronal")
-#: RAS point (mm) the three slice views pass through: left insula / basal ganglia level of the MNI template
-FOCUS_RAS = (-24.0, -12.0, 14.0)
-VIEW_SIZE = 384
-#: slice-view segment colours used in the pictures only (the card's pale tissue colours vanish on a T1);
-#: the .seg.nrrd files keep the card's colours
-PICTURE_SEGMENT_COLORS = ((0.10, 0.80, 1.00), (0.20, 1.00, 0.30), (1.00, 0.35, 0.85), (1.00, 0.60, 0.10))
-HEAT_OPACITY = 0.6
-HEAT_THRESHOLD = 0.2
-#: segmentation fill opacity: segmentation pictures / under a heat map (lighter, so the heat map stays readable)
-FILL_OPACITY = 0.35
-FILL_OPACITY_UNDER_HEAT = 0.12
-#: input intensity above which a voxel counts as foreground when framing the 3D view (the template's brain mask)
-BRAIN_THRESHOLD = 0.2
 
 
 @dataclass
@@ -146,8 +135,12 @@ def reference_dice(card, labelmap: np.ndarray, resolution: int) -> tuple[dict[st
 
 
 def segment_models(cards, volume, out_dir: Path, resolution: int = 2, device: str = "auto",
-                  on_model: Callable[[str], None] | None = None) -> list[ModelRun]:
-    """Run every card on ``volume`` with its demo methods and write the result files into ``out_dir``."""
+                  on_model: Callable[[str], None] | None = None,
+                  on_run: Callable[[ModelRun], None] | None = None) -> list[ModelRun]:
+    """Run every card on ``volume`` with its demo methods and write the result files into ``out_dir``.
+
+    ``on_model(id)`` is called before each model, ``on_run(run)`` once its files are written.
+    """
     from ..core.inference.engine import Segmenter
     from ..core.inference.results import write_result
     from ..core.models.offers import default_classes
@@ -168,105 +161,12 @@ def segment_models(cards, volume, out_dir: Path, resolution: int = 2, device: st
         runs.append(ModelRun(card, methods, summary["files"], seconds, dice, region,
                              quality=summary.get("attention_quality", {})))
         logger.info("%s: %.1f s, Dice %s", card.id, seconds, dice)
+        if on_run is not None:
+            on_run(runs[-1])
     return runs
 
 
 # ---------------------------------------------------------------------------------------------- pictures
-def _style_segmentation(segmentation_node) -> None:
-    from . import rendering
-
-    rendering.showSegmentation(segmentation_node, fillOpacity=FILL_OPACITY, outline=True, surface=True)
-    display = segmentation_node.GetDisplayNode()
-    segmentation = segmentation_node.GetSegmentation()
-    ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
-    for i, segment_id in enumerate(ids):
-        display.SetSegmentOverrideColor(segment_id, *PICTURE_SEGMENT_COLORS[i % len(PICTURE_SEGMENT_COLORS)])
-        # outer structures translucent in 3D so inner ones show (tissue: grey matter around white matter)
-        display.SetSegmentOpacity3D(segment_id, 0.35 if i < len(ids) - 1 else 1.0)
-
-
-def _foreground_bounds(volume_node, threshold: float) -> list[float]:
-    """RAS bounding box (xmin, xmax, ...) of the voxels above ``threshold``: one 3D framing for every model."""
-    import slicer
-    import vtk
-
-    array = slicer.util.arrayFromVolume(volume_node)  # (K, J, I)
-    kji = np.argwhere(array > threshold)
-    if not len(kji):
-        return None  # nothing above threshold: frame whatever is visible
-    lo, hi = kji.min(0)[::-1], kji.max(0)[::-1]  # (I, J, K)
-    matrix = vtk.vtkMatrix4x4()
-    volume_node.GetIJKToRASMatrix(matrix)
-    affine = slicer.util.arrayFromVTKMatrix(matrix)
-    corners = np.array([[i, j, k, 1.0] for i in (lo[0], hi[0]) for j in (lo[1], hi[1]) for k in (lo[2], hi[2])])
-    ras = corners @ affine.T
-    return [v for axis in range(3) for v in (ras[:, axis].min(), ras[:, axis].max())]
-
-
-def render_models(runs: list[ModelRun], input_path: Path, out_dir: Path, size: int = VIEW_SIZE,
-                 focus_ras=FOCUS_RAS) -> None:
-    """Render every model's slice/3D pictures into ``out_dir`` (fills ``run.pictures``); one scene, reused views."""
-    from . import rendering
-    from .headless import HeadlessSlicer
-
-    app = HeadlessSlicer()
-    scene = app.scene
-    views = {o: rendering.OffscreenSliceView(scene, app.appLogic, rendering.SLICE_VIEW_NAMES[o], o, (size, size))
-             for o in ORIENTATIONS}
-    three_d = rendering.OffscreenThreeDView(scene, app.appLogic, size=(size, size))
-    try:
-        background = app.loadVolume(input_path, "T1")
-        color_table = rendering.addPerceptualColorTable(scene, "Inferno")
-        bounds = _foreground_bounds(background, BRAIN_THRESHOLD)
-        for view in views.values():
-            view.setLayers(background=background)
-            view.fitToBackground()
-            view.jumpToRAS(focus_ras)
-        for run in runs:
-            _render_run(app, run, views, three_d, background, color_table, out_dir, bounds)
-    finally:
-        for view in views.values():
-            view.close()
-        three_d.close()
-        scene.Clear(True)
-
-
-def _render_run(app, run: ModelRun, views, three_d, background, color_table, out_dir: Path, bounds) -> None:
-    from . import rendering
-
-    scene = app.scene
-    stem = run.card.id
-    segmentation = app.segmentationsLogic.LoadSegmentationFromFile(run.files["segmentation"], False)
-    if segmentation is None:
-        message = f"Slicer could not load {run.files['segmentation']}"
-        raise RuntimeError(message)
-    _style_segmentation(segmentation)
-    added = [segmentation]
-    display = segmentation.GetDisplayNode()
-    for orientation, view in views.items():
-        view.setLayers(background=background)
-        run.pictures[f"segmentation.{orientation.lower()}"] = view.writePNG(
-            out_dir / f"{stem}.segmentation.{orientation.lower()}.png")
-    display.SetOpacity2DFill(FILL_OPACITY_UNDER_HEAT)
-    for method in run.methods:
-        heat = app.loadVolume(run.files[f"attention-{method}"], f"{stem} {method}")
-        added.append(heat)
-        rendering.showHeatMap(heat, color_table, lowerThreshold=HEAT_THRESHOLD)
-        legend = rendering.addColorLegend(heat, method)
-        added.append(legend)
-        for orientation, view in views.items():
-            view.setLayers(background=background, foreground=heat, foregroundOpacity=HEAT_OPACITY)
-            run.pictures[f"{method}.{orientation.lower()}"] = view.writePNG(
-                out_dir / f"{stem}.{method}.{orientation.lower()}.png")
-    three_d.resetCamera(bounds=bounds)
-    run.pictures["3d"] = three_d.writePNG(out_dir / f"{stem}.3d.png")
-    for view in views.values():
-        view.setLayers(background=background)
-    for node in reversed(added):
-        if node.GetScene() is not None:
-            scene.RemoveNode(node)
-
-
 def compose_montage(runs: list[ModelRun], path: Path, orientation: str = "axial", cell: int = 320) -> Path:
     """Grid of the pictures: rows = models; columns = segmentation, each model's own attention method (gates,
     rollout...), then the generic methods (grad-cam, uncertainty); labelled, composed with PIL, written atomically.
@@ -353,9 +253,11 @@ def run_demo(out_dir=DEFAULT_OUT, extra_catalog: list[str] | None = None, models
         render: also render the pictures and the montage (needs slicer-core).
         on_model: called with each model id before it runs (progress).
     """
+    from contextlib import nullcontext
+
     from ..core.data import mni
     from ..core.inference.io import atomic_path, write_scalar_nrrd
-    from .demo_render import render_in_child
+    from .demo_render import RenderChild
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -363,34 +265,17 @@ def run_demo(out_dir=DEFAULT_OUT, extra_catalog: list[str] | None = None, models
     cards = bundled_cards(extra_catalog, models)
     volume = mni.load_template(resolution)
     input_path = write_scalar_nrrd(out_dir / f"MNI152_T1_{resolution}mm.nrrd", volume.data[0], volume.affine)
-    runs = segment_models(cards, volume, out_dir, resolution, device, on_model)
     montage = None
-    if render:
-        t1 = time.perf_counter()
-        render_in_child(runs, input_path, out_dir, size)  # never in this process: see demo_render
-        montage = compose_montage(runs, out_dir / "montage.png")
-        logger.info("pictures: %.1f s", time.perf_counter() - t1)
+    # never rendered in this process (see demo_render); the child draws each model while the next one segments
+    with RenderChild(input_path, out_dir, size) if render else nullcontext() as child:
+        runs = segment_models(cards, volume, out_dir, resolution, device, on_model,
+                              on_run=child.submit if child is not None else None)
+        if child is not None:
+            t1 = time.perf_counter()
+            child.finish(runs)
+            montage = compose_montage(runs, out_dir / "montage.png")
+            logger.info("pictures: %.1f s after the last model", time.perf_counter() - t1)
     report = DemoReport(out_dir, input_path, runs, montage, time.perf_counter() - t0)
     with atomic_path(out_dir / "demo-summary.json") as tmp:
         tmp.write_text(json.dumps(report.to_json(), indent=2))
     return report
-
-
-def _render_job(job_path: str) -> None:
-    """The child side of :func:`.demo_render.render_in_child`: render, write the picture paths into the job."""
-    import sys
-    from types import SimpleNamespace
-
-    job = json.loads(Path(job_path).read_text(encoding="utf-8"))
-    runs = [SimpleNamespace(card=SimpleNamespace(id=r["id"]), methods=r["methods"], files=r["files"], pictures={})
-            for r in job["runs"]]
-    render_models(runs, Path(job["input"]), Path(job["out"]), job["size"])
-    if "torch" in sys.modules:
-        raise RuntimeError("the demo's render process imported torch; rendering must stay free of torch")
-    Path(job_path).write_text(json.dumps({**job, "pictures": [run.pictures for run in runs]}), encoding="utf-8")
-
-
-if __name__ == "__main__":  # python -m HybridAttentionSegLib.mrml.demo JOB: the render child
-    import sys
-
-    _render_job(sys.argv[1])

@@ -26,12 +26,12 @@ from ..models.registry import check_method
 from . import fastpath
 from .inverse import labels_on_input_grid, map_on_input_grid
 from .preprocess import Prepared, check_volume, prepare
+from .progress import PassProgress, ProgressFn
 from .quantiles import chunks
 from .volume import Volume
 
 logger = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
 
 
@@ -209,7 +209,7 @@ class Segmenter:
         needs_class = [m for m in window_methods if WINDOW_EXPLAINERS[m].needs_class]
         first_pass = [m for m in window_methods if m not in needs_class]
         passes = 1 + (1 if needs_class else 0) + (3 if tta and "uncertainty" in methods else 0)
-        progress = _PassProgress(on_progress, passes)
+        progress = PassProgress(on_progress, passes)
 
         t1 = time.perf_counter()
         logits, maps = self._infer(prepared.tensor, first_pass, None, progress, should_cancel)
@@ -221,7 +221,8 @@ class Segmenter:
             t2 = time.perf_counter()
             if target is None:
                 target = self._largest_structure(probabilities, notices, choices)
-            _, class_maps = self._infer(prepared.tensor, needs_class, target, progress, should_cancel)
+            _, class_maps = self._infer(prepared.tensor, needs_class, target, progress, should_cancel,
+                                        logits_needed=False)
             maps.update(class_maps)
             timings["class_explain_s"] = time.perf_counter() - t2
         elif target is None and card.labels:
@@ -260,8 +261,14 @@ class Segmenter:
 
     # -------------------------------------------------------------------------------------------
     def _infer(self, tensor: torch.Tensor, methods: list[str], target: int | None, progress,
-               should_cancel: CancelFn | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One sliding-window pass; returns stitched logits and stitched maps on the model grid."""
+               should_cancel: CancelFn | None, logits_needed: bool = True
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One sliding-window pass; returns stitched logits and stitched maps on the model grid.
+
+        With ``logits_needed=False`` (the class-map pass: the labels come from the first pass) and only gradient
+        explainers, which run their own forward, the fast path's forward is skipped and the returned logits are
+        a meaningless zero channel.
+        """
         from monai.inferers import sliding_window_inference
 
         card = self.card
@@ -274,6 +281,7 @@ class Segmenter:
         cuda = self.device.type == "cuda"
         sw_batch = (1 if grad or (explainers and not cuda)
                     else max(card.sw_batch_size, self.gpu_window_batch if cuda else 1))
+        skip_forward = not logits_needed and not hooked and bool(gradient)
         total = count_windows(tensor.shape[2:], card.roi_size, card.overlap)
         progress.start_pass(total)
         done = 0
@@ -283,7 +291,10 @@ class Segmenter:
             if should_cancel is not None and should_cancel():
                 raise CancelledError("cancelled by the user")
             t_window = time.perf_counter()
-            out, fast_maps = runner(window, hooked)
+            if skip_forward:
+                out, fast_maps = window.new_zeros((window.shape[0], 1, *window.shape[2:])), []
+            else:
+                out, fast_maps = runner(window, hooked)
             by_explainer = dict(zip(map(id, hooked), fast_maps, strict=True))
             with ExitStack() as stack:  # gradient explainers run their own fp32 forward/backward
                 for explainer in gradient:
@@ -303,11 +314,11 @@ class Segmenter:
                 mode=card.blend, device=stitch_device)
         outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
         logits = outputs[0]
-        if not runner.name.endswith("fp32") and not torch.isfinite(logits).all():
+        if not skip_forward and not runner.name.endswith("fp32") and not torch.isfinite(logits).all():
             logger.warning("non-finite logits on the %s path; re-running in float32", runner.name)
             self.fast_path = "off"
             self.path_choice, self._runner = None, None
-            return self._infer(tensor, methods, target, progress, should_cancel)
+            return self._infer(tensor, methods, target, progress, should_cancel, logits_needed)
         # outputs stay on the stitching device (the GPU for GPU-sized volumes): inverse.py maps them back there
         maps = {m: o.detach().float() for m, o in zip(methods, outputs[1:], strict=True)}
         return logits.detach().float(), maps
@@ -367,28 +378,6 @@ class Segmenter:
             labelmap=np.zeros(shape, np.uint8), probabilities=probabilities,
             attention={m: np.zeros(shape, np.float32) for m in methods}, affine=volume.affine.copy(),
             card=self.card, target_class=None, device=str(self.device), timings=timings, notices=notices)
-
-
-class _PassProgress:
-    """Turns per-pass window counts into one monotonic (done, total) stream across passes."""
-
-    def __init__(self, callback: ProgressFn | None, passes: int):
-        self.callback = callback
-        self.passes = passes
-        self.finished = 0
-        self.current_total = 0
-        self.index = -1
-
-    def start_pass(self, total: int) -> None:
-        if self.index >= 0:
-            self.finished += self.current_total
-        self.index += 1
-        self.current_total = total
-
-    def update(self, done: int) -> None:
-        if self.callback is not None:
-            estimate = self.finished + self.current_total * max(self.passes - self.index, 1)
-            self.callback(self.finished + done, max(estimate, self.finished + done))
 
 
 def segment(volume: Volume, card: ModelCard, **kwargs) -> SegmentationResult:

@@ -177,6 +177,9 @@ def compose_montage(runs: list[ModelRun], path: Path, orientation: str = "axial"
 
     generic = [m for m in GENERIC_METHODS if any(m in run.methods for run in runs)]
     own = sorted({run.methods[0] for run in runs if run.methods and run.methods[0] not in GENERIC_METHODS})
+    # no own map although the card has some: the demo shows the first offered one, so all of them are withheld
+    withheld_own = [(not run.methods or run.methods[0] in GENERIC_METHODS)
+                    and any(m not in GENERIC_METHODS for m in run.card.attention_methods) for run in runs]
     columns = ["segmentation", *(["own attention (" + " / ".join(own) + ")"] if own else []), *generic]
     header, left, pad = 36, 240, 4
     width = left + len(columns) * (cell + pad)
@@ -200,7 +203,8 @@ def compose_montage(runs: list[ModelRun], path: Path, orientation: str = "axial"
             picture = run.pictures.get(f"{key}.{orientation}")
             x = left + c * (cell + pad)
             if picture is None or (c == 1 and own and key in GENERIC_METHODS):
-                withheld = key in run.card.attention_methods and key not in run.methods  # card withholds it
+                withheld = (key in run.card.attention_methods and key not in run.methods  # card withholds it
+                            or (c == 1 and own and key in GENERIC_METHODS and withheld_own[r]))
                 draw.text((x + cell // 2, y + cell // 2), "withheld: not faithful on validation" if withheld
                           else "n/a", fill=(255, 150, 40) if withheld else (120, 120, 120),
                           font=small if withheld else font, anchor="mm")

@@ -76,7 +76,7 @@ def test_demo_models_answer_the_review_question_side_by_side():
         assert card.spacing == (2.0, 2.0, 2.0) and card.orientation == "RAS"
         assert card.data["training"]["device"] and card.data["training"]["command"].startswith("hybridseg train")
         words = shlex.split(card.data["training"]["command"])  # the recipe is named: reruns train the same data
-        assert words[words.index("--data") + 1] in ("template", "synthetic")
+        assert words[words.index("--data") + 1] in ("template", "synthetic", "mixed")
 
 
 def test_cards_hold_the_validation_protocol():

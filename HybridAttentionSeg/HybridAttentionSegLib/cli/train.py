@@ -38,8 +38,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in the card")
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
-    parser.add_argument("--data", choices=("synthetic", "template"), default="synthetic",
-                        help="synthetic subjects from the template's tissue maps (default) or the template itself")
+    parser.add_argument("--data", choices=("synthetic", "template", "mixed"), default="synthetic",
+                        help="synthetic subjects from the template's tissue maps (default), the template itself, or "
+                             "mixed (each step one or the other, p 0.5)")
     parser.add_argument("--contrast", choices=("t1", "any"), default="t1",
                         help="synthetic tissue contrast: T1-like ordering (default) or contrast-agnostic")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
@@ -73,7 +74,7 @@ def _config(args):
                "--patch", *map(str, patch), "--batch-size", str(args.batch_size), "--lr", f"{args.lr:g}",
                "--seed", str(args.seed), "--overlap", f"{args.overlap:g}", "--device", args.device,
                "--data", args.data]
-    if args.data == "synthetic":
+    if args.data in ("synthetic", "mixed"):
         command += ["--contrast", args.contrast]
     if args.threads:
         command += ["--threads", str(args.threads)]

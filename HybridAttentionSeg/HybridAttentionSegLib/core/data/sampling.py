@@ -214,3 +214,33 @@ class SyntheticBatches:
         pools = [np.flatnonzero(flat == mni.GREY_MATTER), np.flatnonzero(flat == mni.WHITE_MATTER),
                  np.flatnonzero(flat)]
         return flipped_patches(self.rng, volume, labels, self.patch, size, lambda: self._corner(pools), self.augment)
+
+
+class MixedBatches:
+    """Each step either a template batch (:class:`TissueBatches`) or a synthetic-subject batch
+    (:class:`SyntheticBatches`), with probability ``synthetic_share`` for the latter.
+
+    The two samplers keep their own generators (seeded with ``seed``, as when they run alone); the choice per
+    step comes from a third one (``numpy.random.default_rng([seed, 1])``), so a run is reproducible for a seed.
+
+    Args:
+        patch: patch size (I, J, K) on the template grid.
+        intensity: the card's ``preprocessing.intensity``.
+        seed: seed of all random choices.
+        resolution: template resolution in mm (1 or 2).
+        contrast: the generator's contrast model ("t1" or "any").
+        augment: augment the template patches and flip the synthetic ones.
+        synthetic_share: probability of a synthetic batch.
+    """
+
+    def __init__(self, patch, intensity: dict, seed: int, resolution: int = 2, contrast: str = "t1",
+                 augment: bool = True, synthetic_share: float = 0.5):
+        self.template = TissueBatches(patch, intensity, seed, resolution, augment)
+        self.synthetic = SyntheticBatches(patch, intensity, seed, resolution, contrast, augment)
+        self.synthetic_share = float(synthetic_share)
+        self.rng = np.random.default_rng([seed, 1])
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``size`` patches from the template or from one new synthetic subject."""
+        source = self.synthetic if self.rng.uniform() < self.synthetic_share else self.template
+        return source.batch(size)

@@ -177,10 +177,12 @@ def _train(config: TrainConfig) -> tuple[torch.nn.Module, dict]:
 
 
 def _batches(config: TrainConfig, seed: int):
-    from ..data.sampling import SyntheticBatches, TissueBatches
+    from ..data.sampling import MixedBatches, SyntheticBatches, TissueBatches
 
     if config.data == "synthetic":
         return SyntheticBatches(config.patch, INTENSITY, seed, config.resolution, config.contrast, config.augment)
+    if config.data == "mixed":
+        return MixedBatches(config.patch, INTENSITY, seed, config.resolution, config.contrast, config.augment)
     return TissueBatches(config.patch, INTENSITY, seed, config.resolution, config.augment)
 
 
@@ -246,6 +248,12 @@ def build_card(config: TrainConfig, weights: dict, training: dict, metrics: list
                       "(nilearn; random warps, tissue intensities, resolution, bias field, noise and backgrounds: "
                       "core.data.synth, Resources/docs/demo-data.md), never on the template's image or on the "
                       "held-out slab's anatomy; validated on held-out synthetic subjects and on the template "
+                      "(Resources/docs/validation.md).")
+    elif config.data == "mixed":
+        trained_on = ("Trained on the MNI152 2009 template shipped by nilearn (labels derived from its GM/WM "
+                      "probability maps) with intensity, bias-field and deformation augmentation, and, for half of "
+                      "the steps, on synthetic subjects drawn from its tissue maps (core.data.synth); never on the "
+                      "held-out slab; validated on held-out synthetic subjects and on the template "
                       "(Resources/docs/validation.md).")
     else:
         trained_on = ("Trained only on the MNI152 2009 template shipped by nilearn (labels derived from its GM/WM "
@@ -315,16 +323,20 @@ def _run_training(config: TrainConfig, out_dir: Path) -> dict:
                            {"id": config.model_id, "architecture": config.architecture,
                             "kwargs": config.kwargs, "seed": config.seed})
     date = datetime.date.today().isoformat()
-    if config.data == "synthetic":
+    template = ("MNI152 2009 T1 template shipped by nilearn, "
+                f"{config.resolution} mm; labels and held-out slab: Resources/docs/demo-data.md")
+    if config.data in ("synthetic", "mixed"):
         from ..data.synth import TRAINING_SEEDS, ranges_dict
 
         data = {"source": "core.data.synth.SyntheticSubjects (tissue maps of the MNI152 2009 template shipped by "
                           f"nilearn, {config.resolution} mm; Resources/docs/demo-data.md)",
                 "seeds": f"drawn from range({TRAINING_SEEDS.start}, {TRAINING_SEEDS.stop}), one subject per step",
                 "region": "train", "contrast": config.contrast, "ranges": ranges_dict()}
+        if config.data == "mixed":
+            data = {"template": template, "synthetic": data,
+                    "mix": "each step: a synthetic subject with probability 0.5, else template patches"}
     else:
-        data = ("MNI152 2009 T1 template shipped by nilearn, "
-                f"{config.resolution} mm; labels and held-out slab: Resources/docs/demo-data.md")
+        data = template
     training = {
         "data": data,
         "training_region": f"k < {mni.heldout_first_slice(config.resolution)} (RAS z < {mni.HELDOUT_Z_MIN_MM:g} mm)",

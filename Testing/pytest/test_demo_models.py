@@ -20,12 +20,13 @@ from HybridAttentionSegLib.core.models.cards import MODELS_DIR, load_card_file
 from HybridAttentionSegLib.core.training.trainer import evaluate_heldout
 
 #: floors on the held-out slab (min of grey and white) for the best model and for every model: the four bundled
-#: models measure 0.873-0.892 (Resources/docs/validation.md); issue 13's targets (0.90 / 0.88) are not all met
-TARGET_BEST = 0.88
+#: models measure 0.873-0.911 (Resources/docs/validation.md); issue 13's 0.90 for the best model is met on the
+#: slab, its 0.88 for every model is not (the two template-recipe models: 0.873 and 0.891)
+TARGET_BEST = 0.90
 TARGET_EVERY = 0.86
 TOLERANCE = 0.01
 #: share of tissue voxels labelled the same with a near-zero / noisy background as with a zero one; the
-#: issue-13 target is 0.995 for both, which the noise case misses (worst of 5 subjects: 0.992)
+#: issue-13 target is 0.995 for both; the template-recipe models miss it with noise (worst of 5 subjects: 0.992)
 MIN_AGREEMENT = {"near-zero": 0.995, "noise": 0.99}
 VALIDATION_METRICS = ("dice_synthetic", "dice_template_2mm", "dice_template_1mm", "dice", "background_agreement")
 MAX_WEIGHTS_BYTES = 10 * 1024 * 1024

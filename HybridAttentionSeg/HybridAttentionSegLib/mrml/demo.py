@@ -180,8 +180,10 @@ def compose_montage(runs: list[ModelRun], path: Path, orientation: str = "axial"
     # no own map although the card has some: the demo shows the first offered one, so all of them are withheld
     withheld_own = [(not run.methods or run.methods[0] in GENERIC_METHODS)
                     and any(m not in GENERIC_METHODS for m in run.card.attention_methods) for run in runs]
-    columns = ["segmentation", *(["own attention (" + " / ".join(own) + ")"] if own else []), *generic]
-    header, left, pad = 36, 240, 4
+    # the own-attention column names its methods on a second line (they do not fit the cell's width on one)
+    columns = ["segmentation", *(["own attention\n(" + " / ".join(own) + ")"] if own else []), *generic]
+    left, pad = 240, 4
+    header = 58 if own else 36
     width = left + len(columns) * (cell + pad)
     height = header + len(runs) * (cell + pad)
     montage = Image.new("RGB", (width, height), (16, 16, 16))
@@ -190,7 +192,10 @@ def compose_montage(runs: list[ModelRun], path: Path, orientation: str = "axial"
     small = ImageFont.load_default(size=14)
     for c, column in enumerate(columns):
         x = left + c * (cell + pad)
-        draw.text((x + cell // 2, header // 2), column, fill=(235, 235, 235), font=font, anchor="mm")
+        title, _, detail = column.partition("\n")
+        draw.text((x + cell // 2, 18), title, fill=(235, 235, 235), font=font, anchor="mm")
+        if detail:
+            draw.text((x + cell // 2, 42), detail, fill=(200, 200, 200), font=small, anchor="mm")
     for r, run in enumerate(runs):
         y = header + r * (cell + pad)
         draw.text((10, y + 12), run.card.id, fill=(235, 235, 235), font=small)

@@ -145,7 +145,7 @@ class HybridAttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         the worker, which restarts anyway."""
         if self.logic is not None:
             self.logic.shutdown()
-        # each after the modules it imports (Testing/pytest/test_ui.py checks the list and its order)
+        # each after the modules it imports (Testing/pytest/test_module_structure.py checks the list and its order)
         for name in ("worker.client", "mrml.events", "mrml.rendering", "mrml.options", "mrml.outputs",
                      "mrml.transaction", "mrml.correction_masks", "mrml.correction", "mrml.catalog_logic",
                      "mrml.inputs", "mrml.logic", "mrml.sample_data", "mrml.demo_render",

@@ -19,15 +19,14 @@ from HybridAttentionSegLib.core.data import mni
 from HybridAttentionSegLib.core.models.cards import MODELS_DIR, load_card_file
 from HybridAttentionSegLib.core.training.trainer import evaluate_heldout
 
-#: floors on the held-out slab (min of grey and white) for the best model and for every model: the four bundled
-#: models measure 0.873-0.911 (Resources/docs/validation.md); issue 13's 0.90 for the best model is met on the
-#: slab, its 0.88 for every model is not (the two template-recipe models: 0.873 and 0.891)
+#: floors on the held-out slab (min of grey and white) for the best model and for every model: the issue-13
+#: targets; the four bundled models measure 0.903-0.918 (Resources/docs/validation.md)
 TARGET_BEST = 0.90
-TARGET_EVERY = 0.86
+TARGET_EVERY = 0.88
 TOLERANCE = 0.01
 #: share of tissue voxels labelled the same with a near-zero / noisy background as with a zero one; the
-#: issue-13 target is 0.995 for both; the template-recipe models miss it with noise (worst of 5 subjects: 0.992)
-MIN_AGREEMENT = {"near-zero": 0.995, "noise": 0.99}
+#: issue-13 target is 0.995 for both; the bundled models measure >= 0.9963 with noise (worst of 5 subjects)
+MIN_AGREEMENT = {"near-zero": 0.995, "noise": 0.995}
 VALIDATION_METRICS = ("dice_synthetic", "dice_template_2mm", "dice_template_1mm", "dice", "background_agreement")
 MAX_WEIGHTS_BYTES = 10 * 1024 * 1024
 CLASSES = ("Gray matter", "White matter")
@@ -159,7 +158,7 @@ def _train(out_dir, seed: int) -> bytes:
     code = main(["train", "--architecture", "attention_unet", "--kwargs",
                  '{"channels": [4, 8, 16, 32], "strides": [2, 2, 2]}', "--steps", "3", "--patch", "48",
                  "--seed", str(seed), "--threads", "1", "--no-progress", "--out-dir", str(out_dir),
-                 "--id", "repro-test"])
+                 "--data", "mixed", "--id", "repro-test"])  # the bundled models' recipe
     assert code == 0
     assert (out_dir / "repro-test.json").is_file()
     return (out_dir / "repro-test.safetensors").read_bytes()

@@ -111,12 +111,38 @@ def bundled_cards(extra_catalog: list[str] | None = None, models: list[str] | No
 
 
 def demo_methods(card) -> list[str]:
-    """The card's natural attention method plus grad-cam and uncertainty: those its card offers (maps withheld
-    for failing the faithfulness test are not shown; ``core/models/offers.py``), no repeats."""
-    from ..core.models.offers import natural_method, offered_methods
+    """The card's own attention map plus grad-cam and uncertainty, those its card offers (maps withheld for failing
+    the faithfulness test are not shown; ``core/models/offers.py``), no repeats.
 
-    wanted = [natural_method(card), *GENERIC_METHODS]
-    return [m for m in dict.fromkeys(wanted) if m in offered_methods(card)]
+    The own map is the first offered one (the architecture's order) that is shipped for a class the offered generic
+    maps share: one run computes every map for one target class.
+    """
+    from ..core.models.offers import WithheldMethodError, default_classes, offered_methods
+
+    offered = offered_methods(card)
+    generic = [m for m in GENERIC_METHODS if m in offered]
+    for method in (m for m in offered if m not in GENERIC_METHODS):
+        try:
+            default_classes(card, [method, *generic])
+        except WithheldMethodError:
+            continue  # shipped only for classes the generic maps are not shipped for
+        return [method, *generic]
+    return generic
+
+
+def own_map_note(card, methods: list[str]) -> tuple[str, bool] | None:
+    """Why the montage shows no own map for this card: (text, withheld?), or ``None`` when it shows one."""
+    from ..core.models.offers import offers
+
+    if methods and methods[0] not in GENERIC_METHODS:
+        return None
+    own = {m: o for m, o in offers(card).items() if m not in GENERIC_METHODS}
+    if not own:
+        return "n/a", False
+    shipped = [f"{m} is shipped for {' / '.join(o.classes)} only" for m, o in own.items() if o.offered and o.classes]
+    if shipped:  # offered, but not for the class this run's maps share
+        return "not shown:\n" + "\n".join(shipped), False
+    return "withheld: not faithful on validation", True
 
 
 def reference_dice(card, labelmap: np.ndarray, resolution: int) -> tuple[dict[str, float] | None, str]:
@@ -177,9 +203,7 @@ def compose_montage(runs: list[ModelRun], path: Path, orientation: str = "axial"
 
     generic = [m for m in GENERIC_METHODS if any(m in run.methods for run in runs)]
     own = sorted({run.methods[0] for run in runs if run.methods and run.methods[0] not in GENERIC_METHODS})
-    # no own map although the card has some: the demo shows the first offered one, so all of them are withheld
-    withheld_own = [(not run.methods or run.methods[0] in GENERIC_METHODS)
-                    and any(m not in GENERIC_METHODS for m in run.card.attention_methods) for run in runs]
+    notes = [own_map_note(run.card, run.methods) for run in runs]  # why a row has no own map
     # the own-attention column names its methods on a second line (they do not fit the cell's width on one)
     columns = ["segmentation", *(["own attention\n(" + " / ".join(own) + ")"] if own else []), *generic]
     left, pad = 240, 4
@@ -208,11 +232,16 @@ def compose_montage(runs: list[ModelRun], path: Path, orientation: str = "axial"
             picture = run.pictures.get(f"{key}.{orientation}")
             x = left + c * (cell + pad)
             if picture is None or (c == 1 and own and key in GENERIC_METHODS):
-                withheld = (key in run.card.attention_methods and key not in run.methods  # card withholds it
-                            or (c == 1 and own and key in GENERIC_METHODS and withheld_own[r]))
-                draw.text((x + cell // 2, y + cell // 2), "withheld: not faithful on validation" if withheld
-                          else "n/a", fill=(255, 150, 40) if withheld else (120, 120, 120),
-                          font=small if withheld else font, anchor="mm")
+                if c == 1 and own and key in GENERIC_METHODS:
+                    text, withheld = notes[r]
+                else:
+                    withheld = key in run.card.attention_methods and key not in run.methods  # card withholds it
+                    text = "withheld: not faithful on validation" if withheld else "n/a"
+                note_lines = text.split("\n")
+                for i, line in enumerate(note_lines):
+                    draw.text((x + cell // 2, y + cell // 2 + 20 * i - 10 * (len(note_lines) - 1)), line,
+                              fill=(255, 150, 40) if withheld else (150, 150, 150),
+                              font=small if text != "n/a" else font, anchor="mm")
                 continue
             with Image.open(picture) as image:
                 montage.paste(image.convert("RGB").resize((cell, cell), Image.LANCZOS), (x, y))

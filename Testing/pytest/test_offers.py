@@ -132,6 +132,7 @@ def test_panel_and_demo_offer_only_shipped_maps():
         assert choices[0] == rules.natural_method(card)
         assert sorted(choices) == sorted(rules.offered_methods(card))
         assert set(demo_methods(card)) <= set(rules.offered_methods(card))
+        rules.default_classes(card, demo_methods(card))  # one run, one target class: never disjoint classes
         for method, offer in offered.items():
             if offer.classes is not None:
                 names = [n for _, n in classChoices(listing, method)][1:]
@@ -141,3 +142,21 @@ def test_panel_and_demo_offer_only_shipped_maps():
                                                            "natural_method": rules.natural_method(catalog)}))
     assert set(labels) == set(catalog.attention_methods)
     assert all("not evaluated" in labels[m] for m in labels if m not in rules.NOT_EXPLANATIONS)
+
+
+def test_demo_montage_says_why_a_model_shows_no_own_map():
+    from HybridAttentionSegLib.mrml.demo import GENERIC_METHODS, demo_methods, own_map_note
+
+    for card in DEMO_CARDS:
+        methods = demo_methods(card)
+        note = own_map_note(card, methods)
+        own = {m: o for m, o in rules.offers(card).items() if m not in GENERIC_METHODS}
+        if methods and methods[0] not in GENERIC_METHODS:
+            assert note is None and own[methods[0]].offered
+        elif not own:
+            assert note == ("n/a", False)
+        elif any(o.offered for o in own.values()):  # shipped, but for a class the generic maps are not
+            text, withheld = note
+            assert text.startswith("not shown") and not withheld
+        else:
+            assert note == ("withheld: not faithful on validation", True)

@@ -29,6 +29,8 @@ import torch
 from ..data import mni
 
 logger = logging.getLogger(__name__)
+#: the template as NRRD next to the bundled cards (the in-Slicer self-test loads it without nilearn)
+BUNDLED_SAMPLE = "mni152-t1-2mm.nrrd"
 
 INTENSITY = {"method": "zscore", "nonzero": True}
 #: batches of BatchNorm recalibration after training (:func:`recalibrate_batchnorm`)
@@ -308,12 +310,12 @@ def run_training(config: TrainConfig, out_dir: Path, overwrite: bool = False) ->
                         remedy="pass --overwrite to replace that model or choose another --id")
     outputs.check()
     with torch_settings(config.threads), outputs, outputs.writing():
-        data = _run_training(config, outputs.staging)
+        data = _run_training(config, outputs.staging, Path(out_dir))
         outputs.commit()
     return data
 
 
-def _run_training(config: TrainConfig, out_dir: Path) -> dict:
+def _run_training(config: TrainConfig, out_dir: Path, final_dir: Path | None = None) -> dict:
     import monai
 
     from ..models.cards import ModelCard
@@ -362,6 +364,9 @@ def _run_training(config: TrainConfig, out_dir: Path) -> dict:
     metrics += _metrics(perturbed, "dice_perturbed", source.replace(
         "template,", "template with the fixed contrast perturbation of core.data.mni.perturbed_template,"))
     data = build_card(config, weights, training, metrics)
+    if config.resolution == 2 and final_dir is not None and (final_dir / BUNDLED_SAMPLE).is_file():  # bundled
+        data["sample_data"] = {"name": "MNI152 2009 T1 template, 2 mm (nilearn; zeroed resampling residue)",
+                               "file": BUNDLED_SAMPLE, "loader": "core.data.mni.load_template", "resolution_mm": 2}
     ModelCard.from_dict(data, card_path)  # validate before writing
     tmp = card_path.with_name(card_path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")

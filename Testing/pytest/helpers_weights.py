@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
 import torch
 from HybridAttentionSegLib.core.models.registry import get_architecture
 
@@ -132,3 +133,25 @@ class MarkerPayload:
 
     def __reduce__(self):
         return (open, (self.marker, "w"))
+
+
+@pytest.fixture(autouse=True, name="cache")
+def isolated_cache(tmp_path, monkeypatch):
+    """Fixture ``cache``: a private model cache, no user catalog, one torch thread (autouse where imported)."""
+    monkeypatch.setenv("HYBRIDSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HYBRIDSEG_CATALOG", raising=False)
+    torch.set_num_threads(1)
+    return tmp_path / "cache"
+
+
+def nothing_imported() -> bool:
+    """True when no model was imported into the cache (no user card, no models folder)."""
+    from HybridAttentionSegLib.core.models.cards import user_catalog_dir
+    from HybridAttentionSegLib.core.weights.importer import models_dir
+
+    return not any(user_catalog_dir().glob("*.json")) and not models_dir().exists()
+
+
+def same_state(a: dict, b: dict) -> bool:
+    """Same keys and bit-identical tensors."""
+    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)

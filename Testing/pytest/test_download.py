@@ -9,7 +9,16 @@ import zipfile
 
 import pytest
 import torch
-from helpers_weights import build, closed_port_url, http_server, sha256, tiny_card, torch_bytes, write_card
+from helpers_weights import (
+    build,
+    closed_port_url,
+    http_server,
+    isolated_cache,  # noqa: F401 (the autouse fixture `cache`)
+    sha256,
+    tiny_card,
+    torch_bytes,
+    write_card,
+)
 from HybridAttentionSegLib.cli import main
 from HybridAttentionSegLib.core.errors import ChecksumError, DownloadError, WeightsError
 from HybridAttentionSegLib.core.models.cards import ModelCard
@@ -18,14 +27,6 @@ from HybridAttentionSegLib.core.weights import (
     load_state_dict_for_card,
     resolve_weights_file,
 )
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HYBRIDSEG_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("HYBRIDSEG_CATALOG", raising=False)
-    torch.set_num_threads(1)
-    return tmp_path / "cache"
 
 
 @pytest.fixture(scope="module")

@@ -11,29 +11,19 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import torch
-from helpers_weights import build, tiny_card, torch_bytes, write_card
+from helpers_weights import (
+    build,
+    isolated_cache,  # noqa: F401 (the autouse fixture `cache`)
+    nothing_imported,
+    same_state,
+    tiny_card,
+    torch_bytes,
+    write_card,
+)
 from HybridAttentionSegLib.core.errors import UnsafeModelError
-from HybridAttentionSegLib.core.models.cards import user_catalog_dir
 from HybridAttentionSegLib.core.weights import archive as arc
 from HybridAttentionSegLib.core.weights import load_model_weights
-from HybridAttentionSegLib.core.weights.importer import import_model, models_dir
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HYBRIDSEG_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("HYBRIDSEG_CATALOG", raising=False)
-    torch.set_num_threads(1)
-    return tmp_path / "cache"
-
-
-def _nothing_imported():
-    return not any(user_catalog_dir().glob("*.json")) and not models_dir().exists()
-
-
-def _same(a: dict, b: dict) -> bool:
-    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+from HybridAttentionSegLib.core.weights.importer import import_model
 
 
 # ------------------------------------------------------------------------------------------ MONAI bundles
@@ -147,7 +137,7 @@ def test_bundle_folder_read_as_data(tmp_path):
     assert card.data["metrics"][0]["value"] == 0.5 and "Apache" in card.data["license"]
     fresh = build(tiny_card("swin_unetr", "b", n_labels=3))
     load_model_weights(card, fresh)
-    assert _same(state, fresh.state_dict())
+    assert same_state(state, fresh.state_dict())
 
 
 def test_bundle_zip_and_tar(tmp_path):
@@ -188,7 +178,7 @@ def test_bundle_with_expression_in_network_def_is_refused(tmp_path):
     with pytest.raises(UnsafeModelError, match="Python expression"):
         import_model(bundle)
     assert not marker.exists()
-    assert _nothing_imported()
+    assert nothing_imported()
 
 
 @pytest.mark.parametrize(
@@ -199,7 +189,7 @@ def test_bundle_target_outside_allow_list(tmp_path, target):
     bundle = _write_folder(tmp_path / "b", _bundle_files(tmp_path / "m", network_def=network))
     with pytest.raises(UnsafeModelError):
         import_model(bundle)
-    assert _nothing_imported()
+    assert nothing_imported()
 
 
 def test_bundle_nested_component_refused(tmp_path):
@@ -224,7 +214,7 @@ def test_zip_with_parent_member_is_refused(tmp_path):
         import_model(archive)
     assert not (tmp_path / "escaped.txt").exists() and not (work.parent / "escaped.txt").exists()
     assert sorted(p.name for p in work.iterdir()) == ["bundle.zip"]
-    assert _nothing_imported()
+    assert nothing_imported()
 
 
 def test_zip_with_absolute_member_is_refused(tmp_path):
@@ -256,7 +246,7 @@ def test_symlink_members_are_refused(tmp_path):
         tf.addfile(link)
     with pytest.raises(UnsafeModelError, match="link"):
         import_model(tar_path)
-    assert _nothing_imported()
+    assert nothing_imported()
 
 
 def test_oversized_archive_is_refused(tmp_path, monkeypatch):
@@ -264,4 +254,4 @@ def test_oversized_archive_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(arc, "MAX_TOTAL_BYTES", 10_000)
     with pytest.raises(UnsafeModelError, match="too large when unpacked"):
         import_model(archive)
-    assert _nothing_imported()
+    assert nothing_imported()

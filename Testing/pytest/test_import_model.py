@@ -14,30 +14,23 @@ import numpy as np
 import pytest
 import torch
 from code_formats import write_code_format_files
-from helpers_weights import MarkerPayload, build, tiny_card, torch_bytes, write_card
+from helpers_weights import (
+    MarkerPayload,
+    build,
+    isolated_cache,  # noqa: F401 (the autouse fixture `cache`)
+    nothing_imported,
+    same_state,
+    tiny_card,
+    torch_bytes,
+    write_card,
+)
 from HybridAttentionSegLib.cli import main
 from HybridAttentionSegLib.core.errors import UnsafeModelError, UserInputError, WeightsError
-from HybridAttentionSegLib.core.models.cards import load_catalog, user_catalog_dir
+from HybridAttentionSegLib.core.models.cards import load_catalog
 from HybridAttentionSegLib.core.weights import load_model_weights
 from HybridAttentionSegLib.core.weights.importer import import_model, models_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HYBRIDSEG_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("HYBRIDSEG_CATALOG", raising=False)
-    torch.set_num_threads(1)
-    return tmp_path / "cache"
-
-
-def _nothing_imported():
-    return not any(user_catalog_dir().glob("*.json")) and not models_dir().exists()
-
-
-def _same(a: dict, b: dict) -> bool:
-    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_import_safetensors_with_card(tmp_path, capsys):
@@ -57,7 +50,7 @@ def test_import_safetensors_with_card(tmp_path, capsys):
     assert Path(imported.weights["file"]) == models_dir() / "byo-att" / "model.safetensors"
     fresh = build(card)
     load_model_weights(imported, fresh)
-    assert _same(source, fresh.state_dict())
+    assert same_state(source, fresh.state_dict())
     assert main(["models", "--json"]) == 0
     listed = {c["id"]: c for c in json.loads(capsys.readouterr().out)}
     assert listed["byo-att"]["downloaded"] is True
@@ -78,7 +71,7 @@ def test_import_pt_state_dict_with_layout(tmp_path):
     assert imported.id == "my-swin"
     fresh = build(card)
     load_model_weights(imported, fresh)
-    assert _same(source, fresh.state_dict())
+    assert same_state(source, fresh.state_dict())
 
 
 def test_bare_weights_need_a_card(tmp_path):
@@ -93,7 +86,7 @@ def test_weights_that_do_not_fit_are_refused(tmp_path):
     other = tiny_card("attention_unet", "misfit", n_labels=2)
     with pytest.raises(WeightsError, match="missing keys"):
         import_model(tmp_path / "w.pt", write_card(tmp_path / "card.json", other))
-    assert _nothing_imported()
+    assert nothing_imported()
 
 
 @pytest.mark.parametrize("force_env", [False, True])
@@ -106,7 +99,7 @@ def test_pickle_with_code_never_runs(tmp_path, monkeypatch, force_env):
     with pytest.raises(UnsafeModelError, match="refusing to unpickle"):
         import_model(tmp_path / "evil.pt", write_card(tmp_path / "card.json", card))
     assert not marker.exists()
-    assert _nothing_imported()
+    assert nothing_imported()
 
 
 def test_pickle_with_code_cli_subprocess(tmp_path):
@@ -144,7 +137,7 @@ def test_code_formats_are_refused(tmp_path):
     ):
         with pytest.raises(UnsafeModelError, match=words.replace(".", r"\.")):
             import_model(tmp_path / name, card_file)
-    assert _nothing_imported()
+    assert nothing_imported()
 
 
 def test_id_rules(tmp_path):
@@ -197,7 +190,7 @@ def test_import_refuses_labels_that_do_not_match_the_outputs(tmp_path, capsys, c
     rc = main(["import-model", str(tmp_path / "w.safetensors"), "--card", str(card_file)])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert rc == 2 and err[-1].startswith("hybridseg: error:") and needle in err[-1], err
-    assert _nothing_imported()
+    assert nothing_imported()
 
 
 def test_import_accepts_labels_matching_the_outputs(tmp_path):

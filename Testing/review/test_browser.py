@@ -112,6 +112,29 @@ def _voxels(page, name: str) -> int:
     return int(text.split(":")[1].split()[0])
 
 
+def _waitVoxels(page, name: str, want: int, what: str, timeout: float = 45) -> None:
+    """Wait until segment ``name`` counts ``want`` voxels; on timeout say what the page showed instead.
+
+    The history buttons answer through the server, which shares two cores with the rest of the suite: the
+    wait is generous, and a failure names the count, both buttons and the status line so a lost click and a
+    slow server can be told apart.
+    """
+    def seen():
+        count = _voxels(page, name)
+        return True if count == want else (
+            f"{name}={count} (want {want}), undo enabled={page.locator('#undo-button').is_enabled()}, "
+            f"redo enabled={page.locator('#redo-button').is_enabled()}, "
+            f"status={page.locator('#status-message').inner_text()!r}")
+    last = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        last = seen()
+        if last is True:
+            return
+        time.sleep(0.3)
+    pytest.fail(f"timed out after {timeout:g} s waiting for {what}: {last}")
+
+
 def test_views_render_image_segmentation_and_overlay(page, server, shots):
     axial, threeD, coronal, sagittal = _views(page)
 
@@ -165,9 +188,9 @@ def test_click_corrects_the_mask_then_undo_and_redo(page, server, shots):
     assert after - before >= 0.8 * facts["hole_voxels"]
     assert "voxels changed" in page.locator("#status-message").inner_text()
     page.locator("#undo-button").click()
-    _wait(lambda: _voxels(page, "Core") == before, 20, "undo")
+    _waitVoxels(page, "Core", before, "undo")
     page.locator("#redo-button").click()
-    _wait(lambda: _voxels(page, "Core") == after, 20, "redo")
+    _waitVoxels(page, "Core", after, "redo")
     # on screen too: the Core fill covers the hole again (a stale frame would show the undone state)
     _wait(lambda: _counts(_pixels(axial))["blue"] > blue_before + 300, 20, "the corrected fill in the view")
     page.screenshot(path=str(shots / "review-click.png"))

@@ -40,5 +40,8 @@ def test_a_hand_edit_inside_a_block_is_caught(model_tables):
 def test_every_bundled_model_has_a_row(model_tables):
     names = {card.id for card in model_tables.demo_cards()}
     for name, lines in model_tables.tables().items():
+        if name == "commands":
+            assert len(lines) == len(names) + 2 and all(f"--id {n}" in "".join(lines) for n in names)
+            continue
         rows = {line.split("|")[1].strip(" `") for line in lines[2:]}
         assert rows == names, (name, sorted(rows))

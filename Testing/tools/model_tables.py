@@ -44,8 +44,8 @@ README, VALIDATION_MD, DEMO_DATA_MD = (ROOT / "README.md", ROOT / "Resources/doc
                                        ROOT / "Resources/docs/demo-data.md")
 #: table name -> file it lives in
 WHERE = {"demo": README, "validation": README, "explain-eval": README, "results": VALIDATION_MD,
-         "bundled": DEMO_DATA_MD}
-CARD_ONLY = ("validation", "explain-eval", "bundled")
+         "bundled": DEMO_DATA_MD, "commands": DEMO_DATA_MD}
+CARD_ONLY = ("validation", "explain-eval", "bundled", "commands")
 
 
 def demo_cards() -> list:
@@ -131,6 +131,11 @@ def bundled_table(cards) -> list[str]:
     return lines
 
 
+def training_commands(cards) -> list[str]:
+    """Each card's own training command (as ``hybridseg train`` recorded it), in a bash block."""
+    return ["```bash", *(card.data["training"]["command"] for card in cards), "```"]
+
+
 def _auc(metrics, name: str) -> str:
     cells = []
     for baseline in ("blur", "mean"):
@@ -178,10 +183,16 @@ def demo_table(cards, summary: dict) -> list[str]:
     return lines
 
 
-def results_table(cards, folder: Path) -> list[str]:
+def results_table(cards, folder: Path, current: str = "") -> list[str]:
+    """validation.md's table; a model without ``ID.json`` in ``folder`` keeps its row from ``current``."""
+    kept = {line.split("`")[1]: line for line in current.splitlines() if line.startswith("| `")}
     lines = ["| model | held-out synthetic (n = 20) | worst subject | template 2 mm* | template 1 mm* | held-out slab "
              "| background agreement | path, time |", "|---|---|---|---|---|---|---|---|"]
     for card in cards:
+        if not (folder / f"{card.id}.json").is_file() and card.id in kept:
+            logger.info("%s: no %s.json in %s; its row is kept", card.id, card.id, folder)
+            lines.append(kept[card.id])
+            continue
         result = json.loads((folder / f"{card.id}.json").read_text(encoding="utf-8"))
         if isinstance(result, list):
             result = next(r for r in result if r["model"] == card.id)
@@ -209,11 +220,11 @@ def tables(demo_summary: Path | None = None, validation: Path | None = None) -> 
     """Every table that the given inputs allow, by name."""
     cards = demo_cards()
     out = {"validation": validation_table(cards), "explain-eval": explain_table(cards),
-           "bundled": bundled_table(cards)}
+           "bundled": bundled_table(cards), "commands": training_commands(cards)}
     if demo_summary is not None:
         out["demo"] = demo_table(cards, json.loads(demo_summary.read_text(encoding="utf-8")))
     if validation is not None:
-        out["results"] = results_table(cards, validation)
+        out["results"] = results_table(cards, validation, VALIDATION_MD.read_text(encoding="utf-8"))
     return out
 
 

@@ -4,7 +4,8 @@ The numbers in those tables are generated, never typed: each table sits between 
 ``<!-- generated: NAME -->`` and ``<!-- /generated: NAME -->``, and this script rewrites what lies between them.
 
 * From the cards alone (``hybridseg train``, ``hybridseg validate --write-card`` and ``hybridseg explain-eval
-  --write-card`` wrote them): ``validation`` and ``explain-eval`` (README.md) and ``bundled`` (demo-data.md).
+  --write-card`` wrote them): ``validation`` and ``explain-eval`` (README.md), ``bundled`` and ``commands``
+  (each card's training command; demo-data.md).
   ``Testing/pytest/test_model_tables.py`` fails when these are not what the cards say.
 * With run outputs as well: ``demo`` (README.md) needs ``--demo-summary DIR/demo-summary.json`` from
   ``./run demo --out DIR``; ``results`` (validation.md) needs ``--validation DIR`` holding ``ID.json`` from
@@ -45,7 +46,6 @@ README, VALIDATION_MD, DEMO_DATA_MD = (ROOT / "README.md", ROOT / "Resources/doc
 #: table name -> file it lives in
 WHERE = {"demo": README, "validation": README, "explain-eval": README, "results": VALIDATION_MD,
          "bundled": DEMO_DATA_MD, "commands": DEMO_DATA_MD}
-CARD_ONLY = ("validation", "explain-eval", "bundled", "commands")
 
 
 def demo_cards() -> list:

@@ -36,7 +36,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _wait(predicate, timeout: float, what: str, step: float = 0.3):
+def _wait(predicate, timeout: float, what: str, step: float = 0.3, describe=None):
+    """Poll ``predicate`` until it returns something true; on timeout fail naming its last value, or what
+    ``describe()`` says the page showed instead."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -44,7 +46,8 @@ def _wait(predicate, timeout: float, what: str, step: float = 0.3):
         if last:
             return last
         time.sleep(step)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+    pytest.fail(f"timed out after {timeout:g} s waiting for {what} "
+                f"({describe() if describe is not None else f'last: {last!r}'})")
 
 
 @pytest.fixture(scope="module")
@@ -119,20 +122,12 @@ def _waitVoxels(page, name: str, want: int, what: str, timeout: float = 45) -> N
     wait is generous, and a failure names the count, both buttons and the status line so a lost click and a
     slow server can be told apart.
     """
-    def seen():
-        count = _voxels(page, name)
-        return True if count == want else (
-            f"{name}={count} (want {want}), undo enabled={page.locator('#undo-button').is_enabled()}, "
-            f"redo enabled={page.locator('#redo-button').is_enabled()}, "
-            f"status={page.locator('#status-message').inner_text()!r}")
-    last = None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        last = seen()
-        if last is True:
-            return
-        time.sleep(0.3)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what}: {last}")
+    def shown():
+        return (f"{name}={_voxels(page, name)} (want {want}), "
+                f"undo enabled={page.locator('#undo-button').is_enabled()}, "
+                f"redo enabled={page.locator('#redo-button').is_enabled()}, "
+                f"status={page.locator('#status-message').inner_text()!r}")
+    _wait(lambda: _voxels(page, name) == want, timeout, what, describe=shown)
 
 
 def test_views_render_image_segmentation_and_overlay(page, server, shots):

@@ -31,11 +31,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "HybridAttentionSeg"))
 
+from HybridAttentionSegLib.core.data import mni  # noqa: E402
 from HybridAttentionSegLib.core.models.cards import MODELS_DIR, load_card_file  # noqa: E402
 from HybridAttentionSegLib.core.models.registry import get_architecture  # noqa: E402
 
 logger = logging.getLogger("model_tables")
-CLASSES = ("Gray matter", "White matter")
+#: the demo task's classes, in the order validate reports them (GM / WM)
+CLASSES = tuple(label["name"] for label in mni.TISSUE_LABELS)
 #: a CNN baseline first, then the hybrids, in every table
 ORDER = ("segresnet", "attention_unet", "transunet", "cnn_self_attention")
 #: how the README names each architecture family

@@ -234,24 +234,27 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo-summary", type=Path, help="demo-summary.json of `./run demo --out DIR`")
     parser.add_argument("--validation", type=Path, help="folder of ID.json from `hybridseg validate --json`")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a card-only table is out of date")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if a table is out of date (the card-only ones, plus those the "
+                             "given run outputs allow)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     texts = {path: path.read_text(encoding="utf-8") for path in set(WHERE.values())}
-    stale = []
+    stale = []  # (path, table name)
     for name, lines in tables(args.demo_summary, args.validation).items():
         path = WHERE[name]
         new = replace_block(texts[path], name, lines)
         if new != texts[path]:
-            stale.append(f"{path.relative_to(ROOT)}: {name}")
+            stale.append((path, name))
         texts[path] = new
+    described = ", ".join(f"{path.relative_to(ROOT)}: {name}" for path, name in stale)
     if args.check:
-        for line in stale:
-            logger.info("out of date: %s", line)
+        if stale:
+            logger.info("out of date: %s", described)
         return 1 if stale else 0
-    for path, text in texts.items():
-        path.write_text(text, encoding="utf-8")
-    logger.info("rewrote %s", ", ".join(stale) or "nothing (up to date)")
+    for path in {path for path, _ in stale}:  # only the files that changed
+        path.write_text(texts[path], encoding="utf-8")
+    logger.info("rewrote %s", described or "nothing (up to date)")
     return 0
 
 

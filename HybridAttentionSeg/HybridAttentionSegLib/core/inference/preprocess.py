@@ -55,6 +55,8 @@ class Prepared:
         steps: input voxels per model voxel along each oriented axis (1.0: not resampled).
         resampled_shape: spatial shape of the model grid before the crop.
         crop: ``(start, end)`` voxel indices of the foreground crop on the model grid, or None.
+        foreground: (I, J, K) bool z-score foreground of the input (channels OR-ed), kept when ``prepare``
+            was asked to and normalised a ``nonzero`` z-score on the input grid; else None.
     """
 
     tensor: torch.Tensor
@@ -66,6 +68,7 @@ class Prepared:
     steps: tuple[float, float, float] = (1.0, 1.0, 1.0)
     resampled_shape: tuple[int, int, int] | None = None
     crop: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
+    foreground: np.ndarray | None = None
 
     def uncrop(self, t: torch.Tensor, fill: Sequence[float] | float = 0.0) -> torch.Tensor:
         """(N, D, H, W) on the cropped grid -> the full model grid, channel n outside the crop = fill[n]."""
@@ -153,17 +156,23 @@ def _foreground_box(tensor: torch.Tensor):
 
 
 def prepare(volume: Volume, orientation: str | None, spacing, intensity: dict, *,
-            order: str = "intensity-first", crop_foreground: bool = False, device=None) -> Prepared:
+            order: str = "intensity-first", crop_foreground: bool = False, device=None,
+            keep_foreground: bool = False) -> Prepared:
     """Normalise intensities, re-orient and resample ``volume`` onto the model grid (module docstring).
 
     ``device``: where the re-orientation and resampling run and the model-grid tensor lives (GPU-resident on
-    CUDA); intensity normalisation stays in numpy on the CPU.
+    CUDA); intensity normalisation stays in numpy on the CPU. ``keep_foreground``: keep the input-grid z-score
+    foreground in ``Prepared.foreground`` (the maps' body mask; computing it again cost 2.9 s on a CT).
     """
     if order not in ORDERS:
         raise ValueError(f"unknown preprocessing order {order!r}; use one of {ORDERS}")
-    data, constant = volume.data, False
+    data, constant, masks = volume.data, False, []
     if order == "intensity-first":
-        data, constant = normalise_intensity(data, intensity)
+        data, constant = normalise_intensity(data, intensity, masks if keep_foreground else None)
+    foreground = None
+    for mask in masks:  # OR-ed in place into the first channel's mask
+        foreground = mask if foreground is None else np.logical_or(foreground, mask, out=foreground)
+    del masks
     if orientation:  # input axes -> the card's axis codes (closest match; no rotation)
         ornt = nio.ornt_transform(nio.io_orientation(volume.affine), nio.axcodes2ornt(tuple(orientation)))
     else:
@@ -191,4 +200,4 @@ def prepare(volume: Volume, orientation: str | None, spacing, intensity: dict, *
         (a, b, c), (d, e, f) = box
         tensor = tensor[:, :, a:d, b:e, c:f].contiguous()
     return Prepared(tensor.float().contiguous(), ornt, volume.shape, oriented_shape, affine, constant, tuple(steps),
-                    resampled_shape, box)
+                    resampled_shape, box, foreground)

@@ -33,16 +33,23 @@ def chunks(x: np.ndarray, size: int = CHUNK) -> Iterable[np.ndarray]:
         yield flat[start:start + size]
 
 
-def _histogram(pieces: Callable[[], Iterable[np.ndarray]], bucket: int | None) -> np.ndarray:
-    """Counts of the high 16 bits (``bucket`` None) or of the low 16 bits inside high bucket ``bucket``."""
+def _histogram(pieces: Callable[[], Iterable[np.ndarray]]) -> np.ndarray:
+    """Counts of the high 16 bits."""
     counts = np.zeros(_BINS, np.int64)
     for piece in pieces():
+        counts += np.bincount(piece.view(np.uint32) >> 16, minlength=_BINS)
+    return counts
+
+
+def _low_histograms(pieces: Callable[[], Iterable[np.ndarray]], buckets: Sequence[int]) -> dict[int, np.ndarray]:
+    """Counts of the low 16 bits inside each high bucket of ``buckets``, all in one pass over the data (a pass
+    per bucket made the foreground's statistics cost 6.4 s instead of 4 s on a CT)."""
+    counts = {bucket: np.zeros(_BINS, np.int64) for bucket in buckets}
+    for piece in pieces():
         bits = piece.view(np.uint32)
-        if bucket is None:
-            counts += np.bincount(bits >> 16, minlength=_BINS)
-        else:
-            inside = bits[(bits >> 16) == bucket]
-            counts += np.bincount(inside & 0xFFFF, minlength=_BINS)
+        high = bits >> 16
+        for bucket, total in counts.items():
+            total += np.bincount(bits[high == bucket] & 0xFFFF, minlength=_BINS)
     return counts
 
 
@@ -54,7 +61,7 @@ def percentiles(pieces: Callable[[], Iterable[np.ndarray]], qs: Sequence[float])
     numpy: virtual index ``(n - 1) * (q / 100)``, neighbours ``floor`` and ``floor + 1`` (clipped to the last),
     ``gamma = index - floor``, then ``a + (b - a) * gamma`` or, for ``gamma >= 0.5``, ``b - (b - a) * (1 - gamma)``.
     """
-    high = np.cumsum(_histogram(pieces, None))
+    high = np.cumsum(_histogram(pieces))
     n = int(high[-1])
     if n == 0:
         return None
@@ -63,13 +70,14 @@ def percentiles(pieces: Callable[[], Iterable[np.ndarray]], qs: Sequence[float])
         index = (n - 1) * (float(q) / 100.0)
         below = min(max(math.floor(index), 0), n - 1)
         plan.append((below, min(below + 1, n - 1), index - below))
-    values, low_cache = {}, {}
-    for rank in sorted({r for below, above, _ in plan for r in (below, above)}):
-        bucket = int(np.searchsorted(high, rank, side="right"))
+    ranks = sorted({r for below, above, _ in plan for r in (below, above)})
+    buckets = {rank: int(np.searchsorted(high, rank, side="right")) for rank in ranks}
+    lows = {b: np.cumsum(counts) for b, counts in _low_histograms(pieces, sorted(set(buckets.values()))).items()}
+    values = {}
+    for rank in ranks:
+        bucket = buckets[rank]
         before = int(high[bucket - 1]) if bucket else 0
-        if bucket not in low_cache:
-            low_cache[bucket] = np.cumsum(_histogram(pieces, bucket))
-        low = int(np.searchsorted(low_cache[bucket], rank - before, side="right"))
+        low = int(np.searchsorted(lows[bucket], rank - before, side="right"))
         values[rank] = float(np.array((bucket << 16) | low, np.uint32).view(np.float32))
     out = []
     for below, above, gamma in plan:

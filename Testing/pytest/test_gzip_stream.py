@@ -27,9 +27,10 @@ def _data() -> list[bytes]:
 
 
 @pytest.mark.parametrize("threads", [1, 2, 5])
-def test_one_member_with_exactly_the_input(threads):
+@pytest.mark.parametrize("strategy", [zlib.Z_DEFAULT_STRATEGY, zlib.Z_RLE])
+def test_one_member_with_exactly_the_input(threads, strategy):
     pieces = _data()
-    blob = _member(pieces, threads=threads)
+    blob = _member(pieces, threads=threads, strategy=strategy)
     expected = b"".join(pieces)
     assert gzip.decompress(blob) == expected
     reader = zlib.decompressobj(zlib.MAX_WBITS | 16)  # how pynrrd reads a gzip NRRD: one decompressor

@@ -28,6 +28,8 @@ def _volume(affine) -> Volume:
 
 PERMUTED = np.array([[0, -1.6, 0, 5.0], [-1.8, 0, 0, -3.0], [0, 0, 2.4, 7.0], [0, 0, 0, 1]])
 LPS = np.diag([-1.1, -0.9, 1.3, 1.0])
+#: input axis K along x (the slabs then run along the first oriented axis), J along -z
+K_FIRST = np.array([[0, 0, 1.3, 2.0], [1.1, 0, 0, -1.0], [0, -0.9, 0, 4.0], [0, 0, 0, 1]])
 
 
 def _card(sigmoid: bool) -> ModelCard:
@@ -38,7 +40,7 @@ def _card(sigmoid: bool) -> ModelCard:
     return ModelCard.from_dict(data)
 
 
-@pytest.mark.parametrize("affine", [PERMUTED, LPS], ids=["permuted", "lps"])
+@pytest.mark.parametrize("affine", [PERMUTED, LPS, K_FIRST], ids=["permuted", "lps", "k-first"])
 @pytest.mark.parametrize("spacing", [(2.9, 2.1, 3.3), None], ids=["resampled", "native"])
 @pytest.mark.parametrize("crop", [False, True], ids=["whole", "cropped"])
 @pytest.mark.parametrize("sigmoid", [False, True], ids=["softmax", "sigmoid"])
@@ -55,7 +57,27 @@ def test_slab_inverse_is_the_whole_volume_inverse(monkeypatch, affine, spacing, 
     assert got.shape == volume.shape and np.array_equal(got, expected)
     heat = torch.rand(*shape, generator=torch.Generator().manual_seed(1)) ** 3
     whole = normalise_map(prepared.to_input_grid(heat[None])[0].numpy())
-    assert np.array_equal(inverse.map_on_input_grid(prepared, heat), whole)
+    lean = inverse.map_on_input_grid(prepared, heat)
+    assert np.array_equal(lean, whole)
+    assert got.flags.f_contiguous and lean.flags.f_contiguous  # the layout of the files they are written to
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_a_run_along_any_axis_is_that_part_of_the_whole_resample(axis):
+    """``resample_run`` (the inverse's slabs) gives exactly the voxels of the whole resample, along every axis,
+    upsampling and downsampling, for runs at the borders and inside."""
+    from HybridAttentionSegLib.core.inference.resample import resample, resample_run
+
+    t = torch.rand(2, 11, 9, 13, generator=torch.Generator().manual_seed(4))
+    sizes, steps = (25, 9, 6), (0.42, 1.0, 2.3)
+    whole = resample(t, sizes, steps)
+    for start, stop in [(0, 1), (0, 4), (3, 5), (sizes[axis] - 2, sizes[axis])]:
+        for layout in [(0, 1, 2), (2, 1, 0), (1, 2, 0)]:
+            run = resample_run(t, sizes, steps, axis, start, stop, layout)
+            assert torch.equal(run, whole.narrow(1 + axis, start, stop - start))
+            sized = [a for a in layout if run.shape[1 + a] > 1]  # a length-1 axis has no meaningful stride
+            strides = [run.stride()[1 + a] for a in sized]
+            assert strides == sorted(strides, reverse=True)  # laid out as asked: copying it there is a straight copy
 
 
 @pytest.mark.parametrize("affine", [PERMUTED, LPS, np.diag([1.2, 1.0, 0.8, 1.0])], ids=["permuted", "lps", "ras"])

@@ -247,8 +247,8 @@ class Segmenter:
         # maps mean nothing outside the body (the z-score's foreground when the card has one: computed once)
         body = body_mask(volume.data, card.intensity, foreground=prepared.foreground) if methods else None
         prepared.foreground = None
-        if body is not None:  # the maps' layout (C order: inverse.py); a Fortran-ordered mask made it 25x slower
-            body = np.ascontiguousarray(body)
+        if body is not None:  # the maps' layout (Fortran order: inverse.py); a mismatch made masking 25x slower
+            body = np.asfortranarray(body)
         for method in methods:
             result_maps[method] = mask_outside(map_on_input_grid(prepared, maps.pop(method)[0, 0]), body)
         timings["postprocess_s"] = time.perf_counter() - t3

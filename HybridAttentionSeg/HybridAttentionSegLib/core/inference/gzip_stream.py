@@ -31,11 +31,10 @@ _WINDOW = 32 * 1024
 _HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
 
-def _deflate(data: memoryview, primer: bytes, level: int) -> bytes:
+def _deflate(data: memoryview, primer: bytes, level: int, strategy: int) -> bytes:
     """Raw deflate of ``data`` primed with ``primer``, ended by a sync flush (joinable, not final)."""
-    compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL,
-                                  zlib.Z_DEFAULT_STRATEGY, primer) if primer else \
-        zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    args = (level, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, strategy)
+    compressor = zlib.compressobj(*args, primer) if primer else zlib.compressobj(*args)
     return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
 
 
@@ -48,14 +47,16 @@ def default_threads() -> int:
     return max(1, min(8, usable))
 
 
-def write_gzip(fh: BinaryIO, pieces: Iterable, level: int = 1, threads: int | None = None) -> int:
+def write_gzip(fh: BinaryIO, pieces: Iterable, level: int = 1, threads: int | None = None,
+               strategy: int = zlib.Z_DEFAULT_STRATEGY) -> int:
     """Write the bytes of ``pieces`` (bytes-like objects, consumed in order) to ``fh`` as one gzip member.
 
     Args:
         fh: binary file open for writing, positioned where the member starts.
         pieces: bytes-like objects (e.g. contiguous numpy arrays); each is held until it is compressed.
         level: zlib compression level.
-        threads: compression threads (default :func:`default_threads`); 1 compresses in this thread.
+        threads: compression threads (default :func:`default_threads`).
+        strategy: zlib strategy (``zlib.Z_RLE`` for float maps: see ``io.py``).
 
     Returns:
         The number of uncompressed bytes written.
@@ -69,7 +70,7 @@ def write_gzip(fh: BinaryIO, pieces: Iterable, level: int = 1, threads: int | No
             view = memoryview(piece).cast("B")
             if not len(view):
                 continue
-            pending.append(pool.submit(_deflate, view, primer, level))
+            pending.append(pool.submit(_deflate, view, primer, level, strategy))
             crc = zlib.crc32(view, crc)  # while the pool compresses (crc32 also releases the GIL)
             size += len(view)
             primer = bytes(view[-_WINDOW:])

@@ -210,6 +210,8 @@ def _write_float_nrrd_streamed(path: Path, array: np.ndarray, header: dict) -> N
     slices at a time, on several threads, into one gzip member. The header fields and their formatting are
     pynrrd's own (``nrrd.format_*``), so readers (pynrrd, ITK/Slicer) see the file ``nrrd.write`` would make.
     """
+    import zlib
+
     import nrrd
 
     from .gzip_stream import write_gzip
@@ -225,7 +227,9 @@ def _write_float_nrrd_streamed(path: Path, array: np.ndarray, header: dict) -> N
               for k in range(0, array.shape[2], slices))
     with open(path, "wb") as fh:
         fh.write(("\n".join(lines) + "\n\n").encode("ascii"))
-        write_gzip(fh, pieces, GZIP_LEVEL)  # one gzip member, deflated on all cores (gzip_stream.py)
+        # one gzip member, deflated on all cores (gzip_stream.py), run-length matching only: on a CT's gate map
+        # 2.3x faster than the default strategy at level 1 with a slightly better ratio (1.98 vs 1.94)
+        write_gzip(fh, pieces, GZIP_LEVEL, strategy=zlib.Z_RLE)
 
 
 def terminology_entry(label: dict) -> str:
@@ -294,8 +298,9 @@ def write_segmentation_nrrd(path, labelmap: np.ndarray, affine: np.ndarray, labe
         header[prefix + "Extent"] = extent
         header[prefix + "Tags"] = label.get("tags") or f"TerminologyEntry:{terminology_entry(label)}|"
     with atomic_path(path) as tmp:
-        nrrd.write(str(tmp), np.ascontiguousarray(labelmap), header, index_order="F", compression_level=GZIP_LEVEL,
-                   custom_field_map={})
+        # pynrrd writes labelmap.tobytes(order="F"): a straight copy of a Fortran-ordered labelmap (inverse.py);
+        # ascontiguousarray would first re-lay it out in C order, and pynrrd then back (1 s on a CT)
+        nrrd.write(str(tmp), labelmap, header, index_order="F", compression_level=GZIP_LEVEL, custom_field_map={})
     return Path(path)
 
 

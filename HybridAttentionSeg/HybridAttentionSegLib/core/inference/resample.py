@@ -39,23 +39,30 @@ def spacing_grid(shape: Sequence[int], current: Sequence[float], target: Sequenc
     return tuple(sizes), tuple(steps)
 
 
+def _neighbours(n: int, size: int, step: float, first: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lower, upper, weight) of new voxels ``first .. first + size - 1`` on an axis of ``n`` old voxels."""
+    positions = np.arange(first, first + size, dtype=np.float64) * float(step)
+    lower = np.clip(np.floor(positions), 0, n - 1).astype(np.int64)
+    weight = np.clip(positions - lower, 0.0, 1.0)
+    return lower, np.minimum(lower + 1, n - 1), weight
+
+
 def resample_axis(t: torch.Tensor, dim: int, size: int, step: float, first: int = 0,
-                  flip: bool = False) -> torch.Tensor:
+                  flip: bool = False, length: int | None = None, base: int = 0) -> torch.Tensor:
     """Linear samples of ``t`` along ``dim`` at old positions ``first * step, (first + 1) * step, ...`` (``size``
     of them; ``first`` > 0 computes only a run of the new voxels, with the very same numbers).
 
     Positions outside ``[0, n - 1]`` take the border value (MONAI's default ``padding_mode="border"``).
     ``flip``: sample ``t.flip(dim)`` instead, without its copy (old index i is read at ``n - 1 - i``).
+    ``length``/``base``: ``t`` holds only old voxels ``base ..`` of an axis of ``length`` (a run's inputs).
     """
-    n = t.shape[dim]
-    if first == 0 and size == n and step == 1.0:
+    n = t.shape[dim] if length is None else int(length)
+    if first == 0 and size == n and step == 1.0 and base == 0:
         return t.flip(dim) if flip else t
-    positions = np.arange(first, first + size, dtype=np.float64) * float(step)
-    lower = np.clip(np.floor(positions), 0, n - 1).astype(np.int64)
-    weight = np.clip(positions - lower, 0.0, 1.0)
-    upper = np.minimum(lower + 1, n - 1)
+    lower, upper, weight = _neighbours(n, size, step, first)
     if flip:
         lower, upper = n - 1 - lower, n - 1 - upper
+    lower, upper = lower - base, upper - base
     shape = [1] * t.dim()
     shape[dim] = size
     w = torch.from_numpy(weight.astype(np.float32)).to(t.device).reshape(shape)
@@ -77,19 +84,36 @@ def resample(t: torch.Tensor, sizes: Sequence[int], steps: Sequence[float], flip
     return t
 
 
-def resample_rows(t: torch.Tensor, sizes: Sequence[int], steps: Sequence[float], start: int, stop: int
-                  ) -> torch.Tensor:
-    """``resample(t, sizes, steps)[..., start:stop, :, :]`` without computing the other rows (same numbers:
-    the axes are resampled in the same order, and along the first one each new row depends only on its own
-    position)."""
+def resample_run(t: torch.Tensor, sizes: Sequence[int], steps: Sequence[float], axis: int, start: int, stop: int,
+                 layout: Sequence[int] = (0, 1, 2)) -> torch.Tensor:
+    """``resample(t, sizes, steps)`` restricted to new voxels ``start:stop`` along spatial ``axis`` (0-2), without
+    computing the others. Same numbers: the old voxels that run needs are cut out first (resampling the other
+    axes works element by element along ``axis``), the axes are resampled in the same order, and along ``axis``
+    each new voxel depends only on its own position.
+
+    ``layout``: the spatial axes from slowest to fastest in the memory of the result (a permuted view of a
+    contiguous tensor), so that copying it into an array laid out that way is a straight copy.
+    """
     offset = t.dim() - 3
-    if int(sizes[0]) == t.shape[offset] and float(steps[0]) == 1.0:
-        t = t.narrow(offset, start, stop - start)
+    order = [int(a) for a in layout]
+    t = t.permute(list(range(offset)) + [offset + a for a in order])  # computed in this order, same numbers
+
+    def dim_of(a: int) -> int:
+        return offset + order.index(a)
+
+    dim, n = dim_of(axis), t.shape[dim_of(axis)]
+    if int(sizes[axis]) == n and float(steps[axis]) == 1.0:
+        t, resampled = t.narrow(dim, start, stop - start), False
     else:
-        t = resample_axis(t, offset, stop - start, float(steps[0]), first=start)
-    for axis in (1, 2):
-        t = resample_axis(t, offset + axis, int(sizes[axis]), float(steps[axis]))
-    return t
+        lower, upper, _ = _neighbours(n, stop - start, float(steps[axis]), start)
+        base = int(lower.min())
+        t, resampled = t.narrow(dim, base, int(upper.max()) + 1 - base), True
+    for a in range(3):
+        if a == axis and resampled:
+            t = resample_axis(t, dim, stop - start, float(steps[a]), first=start, length=n, base=base)
+        elif a != axis:
+            t = resample_axis(t, dim_of(a), int(sizes[a]), float(steps[a]))
+    return t.permute(list(range(offset)) + [offset + order.index(a) for a in range(3)])
 
 
 def inverse_steps(model_steps: Sequence[float]) -> tuple[float, ...]:
